@@ -1,0 +1,34 @@
+# trustplane gate worker image; used by docker-compose.yml (`docker compose up --build`).
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /app
+
+COPY pyproject.toml README.md ./
+COPY streams/ streams/
+COPY processors/ processors/
+COPY sinks/ sinks/
+COPY schemas/ schemas/
+COPY policies/ policies/
+COPY infra/ infra/
+
+RUN pip install --no-cache-dir . \
+    && useradd --create-home --uid 10001 --shell /usr/sbin/nologin trustplane \
+    && mkdir -p /var/lib/trustplane \
+    && chown trustplane:trustplane /var/lib/trustplane
+
+# The installed packages live in site-packages, so point the settings whose defaults are
+# relative to the source tree at /app (read-only data) and a writable state folder.
+ENV TRUSTPLANE_STATE_DIR=/var/lib/trustplane \
+    TRUSTPLANE_ALLOWLIST_PATH=/app/policies/allowlist.json
+
+USER trustplane
+
+# /metrics and /healthz
+EXPOSE 6066
+
+ENTRYPOINT ["trustplane"]
+CMD ["worker"]

@@ -1,0 +1,63 @@
+# trustplane — `make run` shows the gate working, `make test` runs every test.
+# Both start from a fresh clone: they create .venv, install, and fetch Kafka with Maven.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
+STATE  := .state
+TP     := $(BIN)/trustplane
+
+.DEFAULT_GOAL := help
+.PHONY: help install run stop worker test test-unit lint format typecheck clean
+
+help: ## Show the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@command -v java >/dev/null || { echo "java (17+) is missing: apt-get install openjdk-17-jre-headless"; exit 1; }
+	@command -v mvn >/dev/null || { echo "maven is missing: apt-get install maven"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@rm -f $(VENV)/.installed-*; touch $@
+
+install: $(STAMP) ## Create .venv and install trustplane with its dev tools
+
+run: install ## Start Kafka and a gate worker, publish a demo stream, print a summary (both stay up; `make stop`)
+	$(TP) kafka up
+	@mkdir -p $(STATE)
+	@if [ -f $(STATE)/worker.pid ] && kill -0 $$(cat $(STATE)/worker.pid) 2>/dev/null; then \
+		echo "gate worker already running (pid $$(cat $(STATE)/worker.pid))"; \
+	else \
+		nohup $(TP) worker > $(STATE)/worker.log 2>&1 & echo $$! > $(STATE)/worker.pid; \
+		echo "gate worker started (pid $$(cat $(STATE)/worker.pid), log $(STATE)/worker.log)"; \
+	fi
+	$(TP) demo
+	@echo
+	@echo "Left running: Kafka ($$($(TP) kafka status | sed 's/.*at //;s/ .*//')) and the gate worker (metrics: http://127.0.0.1:6066/metrics)."
+	@echo "Try: $(TP) tail denied --from-beginning --idle 2    Stop everything: make stop"
+
+stop: ## Stop the gate worker and Kafka
+	@if [ -f $(STATE)/worker.pid ]; then kill $$(cat $(STATE)/worker.pid) 2>/dev/null || true; rm -f $(STATE)/worker.pid; echo "gate worker stopped"; fi
+	@if [ -x $(TP) ]; then $(TP) kafka down; fi
+
+test: install ## Run the whole test suite (starts its own Kafka broker)
+	$(BIN)/pytest
+
+test-unit: install ## Only the fast tests that need no broker
+	$(BIN)/pytest -m "not broker"
+
+lint: install ## ruff lint and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: install ## Format the code
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+typecheck: install ## mypy (strict on processors/ and sinks/)
+	$(BIN)/mypy
+
+clean: stop ## Stop everything and delete .state (broker data) and .venv
+	rm -rf $(STATE) $(VENV)

@@ -1,0 +1,169 @@
+"""Typed, frozen settings: defaults < config file (TOML) < ``TRUSTPLANE_*`` environment.
+
+``Settings.load()`` is what the CLI and the worker use; ``Settings.local()`` is the
+single-machine setup that ``make run`` and the tests start from.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import socket
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from processors.exceptions import ConfigError
+
+__all__ = ["Settings", "PROJECT_ROOT", "ENV_PREFIX"]
+
+ENV_PREFIX = "TRUSTPLANE_"
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+DEFAULT_STATE_DIR = PROJECT_ROOT / ".state"
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything a trustplane process needs to know, validated at start."""
+
+    bootstrap_servers: str = ""
+    """Kafka bootstrap servers; empty means "the local broker started by `trustplane kafka up`"."""
+    topic_prefix: str = ""
+    """Prefix for every topic name (e.g. ``prod.`` gives ``prod.intents``)."""
+    partitions: int = 4
+    """Partitions of each topic the project creates; keys are agent ids."""
+    group_id: str = "trustplane-gate"
+    """Consumer group of the gate workers."""
+    worker_id: str = ""
+    """Stable name of this worker (default: host name). Two live workers need two names:
+    it is the Kafka transactional id and static group member id, so a restarted worker
+    with the same name takes over its predecessor's partitions and fences it at once."""
+    state_dir: Path = DEFAULT_STATE_DIR
+    """Local folder for the broker's data, logs and pid files."""
+    allowlist_path: Path = PROJECT_ROOT / "policies" / "allowlist.json"
+    """Minimal authorization: which agent may take which actions."""
+    max_intent_bytes: int = 256 * 1024
+    """Larger intent records are rejected unread."""
+    layer_timeout_ms: int = 200
+    """A layer that takes longer than this is an error verdict (and so a deny)."""
+    transaction_max_records: int = 200
+    """Intents per Kafka transaction at most."""
+    transaction_max_ms: int = 100
+    """A transaction is committed at least this often while intents arrive."""
+    web_port: int = 6066
+    """Port of the worker's /metrics and /healthz endpoints (0 disables them)."""
+    extra: Mapping[str, str] = field(default_factory=dict)
+    """librdkafka settings passed through (``TRUSTPLANE_KAFKA_<NAME>``, e.g. security.protocol)."""
+
+    def __post_init__(self) -> None:
+        if self.partitions < 1:
+            raise ConfigError(f"partitions must be >= 1, got {self.partitions}")
+        if self.max_intent_bytes < 1024:
+            raise ConfigError(f"max_intent_bytes must be >= 1024, got {self.max_intent_bytes}")
+        if self.layer_timeout_ms < 1:
+            raise ConfigError(f"layer_timeout_ms must be >= 1, got {self.layer_timeout_ms}")
+        if self.transaction_max_records < 1 or self.transaction_max_ms < 1:
+            raise ConfigError("transaction_max_records and transaction_max_ms must be >= 1")
+        if any(ch.isspace() for ch in self.topic_prefix):
+            raise ConfigError(f"topic_prefix must not contain spaces: {self.topic_prefix!r}")
+
+    # -- named constructors -------------------------------------------------
+
+    @classmethod
+    def local(cls, **overrides: Any) -> Settings:
+        """The single-machine setup: the project's own broker, default topics."""
+        return cls(**overrides)
+
+    @classmethod
+    def load(
+        cls, config_file: Path | None = None, environ: Mapping[str, str] | None = None
+    ) -> Settings:
+        """Defaults, then the TOML file (``--config`` or ``TRUSTPLANE_CONFIG``), then env."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        path = config_file or (
+            Path(env[f"{ENV_PREFIX}CONFIG"]) if f"{ENV_PREFIX}CONFIG" in env else None
+        )
+        if path is not None:
+            values.update(_read_toml(path))
+        extra: dict[str, str] = dict(values.pop("kafka", {}) or {})
+        names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
+        for key, raw in env.items():
+            if not key.startswith(ENV_PREFIX) or key == f"{ENV_PREFIX}CONFIG":
+                continue
+            name = key[len(ENV_PREFIX) :].lower()
+            if name.startswith("kafka_"):
+                extra[name[len("kafka_") :].replace("_", ".")] = raw
+            elif name in names:
+                values[name] = raw
+        return cls._coerce(values, extra)
+
+    @classmethod
+    def _coerce(cls, values: Mapping[str, Any], extra: Mapping[str, str]) -> Settings:
+        kwargs: dict[str, Any] = {"extra": dict(extra)}
+        types = {f.name: f.type for f in dataclasses.fields(cls)}
+        for name, raw in values.items():
+            if name not in types:
+                raise ConfigError(
+                    f"unknown setting {name!r}",
+                    hint=f"known settings: {', '.join(sorted(types))}",
+                )
+            kind = types[name]
+            try:
+                if kind == "int":
+                    kwargs[name] = int(raw)
+                elif kind == "Path":
+                    kwargs[name] = Path(raw)
+                else:
+                    kwargs[name] = str(raw)
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"setting {name!r}: {raw!r} is not a valid {kind}") from exc
+        return cls(**kwargs)
+
+    # -- derived values -----------------------------------------------------
+
+    def topic(self, name: str) -> str:
+        """The full name of one of the project's topics (``intents`` -> ``<prefix>intents``)."""
+        return f"{self.topic_prefix}{name}"
+
+    @property
+    def kafka_state_dir(self) -> Path:
+        return self.state_dir / "kafka"
+
+    def resolved_bootstrap(self) -> str:
+        """The bootstrap servers to use, asking the local broker's state file when unset."""
+        if self.bootstrap_servers:
+            return self.bootstrap_servers
+        info = self.kafka_state_dir / "broker.json"
+        if info.exists():
+            try:
+                return str(json.loads(info.read_text())["bootstrap"])
+            except (ValueError, KeyError) as exc:
+                raise ConfigError(f"{info} is unreadable: {exc}") from exc
+        raise ConfigError(
+            "no Kafka broker configured and no local broker is running",
+            hint="run `trustplane kafka up` (or `make run`), or set TRUSTPLANE_BOOTSTRAP_SERVERS",
+        )
+
+    def resolved_worker_id(self) -> str:
+        return self.worker_id or socket.gethostname()
+
+    def kafka_config(self) -> dict[str, str | int | float | bool]:
+        """Base librdkafka configuration shared by producers, consumers and admin."""
+        return {"bootstrap.servers": self.resolved_bootstrap(), **self.extra}
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file {path} does not exist") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
+    section = data.get("trustplane", data)
+    if not isinstance(section, dict):
+        raise ConfigError(f"config file {path}: [trustplane] must be a table")
+    return dict(section)
