@@ -77,7 +77,7 @@ class Intent:
             key_id=str(record["key_id"]),
             signature=record.get("signature"),
         )
-        if key.decode("utf-8", "replace") != intent.agent_id:
+        if key != intent.agent_id.encode():
             raise ValidationError(
                 "key_mismatch",
                 f"record key {key[:64]!r} is not the intent's agent id {intent.agent_id!r}",

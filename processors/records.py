@@ -1,8 +1,8 @@
 """Build the output records (Avro-shaped dicts) for each way an intent can end.
 
 Ids are derived from the intent (or, for bad input, from the source position), so a
-redelivered input yields identical records: a replay after a crash cannot mint a
-second, different decision for the same intent.
+redelivered input yields records with the same ids (times and measured durations may
+differ): a replay after a crash cannot mint a second decision id for the same intent.
 """
 
 from __future__ import annotations

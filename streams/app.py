@@ -16,10 +16,12 @@ from typing import Any
 
 import faust
 from mode import Service
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import generate_latest
 
 from processors.authorization import AllowList, AllowListAuthorization
+from processors.freshness import Freshness
 from processors.pipeline import Pipeline
+from processors.verdict import Layer
 from streams.codec import DecodeError, default_codec
 from streams.config import Settings
 from streams.gate import Gate
@@ -33,8 +35,11 @@ log = logging.getLogger(__name__)
 
 
 def build_gate(settings: Settings, metrics: GateMetrics | None = None) -> Gate:
-    """The processor chain of this release: decode/validate -> authorization -> enforcement."""
-    layers = [AllowListAuthorization(AllowList.from_file(settings.allowlist_path))]
+    """The processor chain of this release: decode/validate -> freshness -> authorization."""
+    layers: list[Layer] = [
+        Freshness(settings.max_clock_skew_ms),
+        AllowListAuthorization(AllowList.from_file(settings.allowlist_path)),
+    ]
     return Gate(
         Pipeline(layers, layer_timeout_ms=settings.layer_timeout_ms),
         default_codec(),
@@ -129,7 +134,8 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:
-        return web.bytes(generate_latest(metrics.registry), content_type=CONTENT_TYPE_LATEST)
+        # aiohttp wants the charset apart from the content type
+        return web.bytes(generate_latest(metrics.registry), content_type="text/plain")
 
     @app.page("/healthz")
     async def health_page(web: Any, request: Any) -> Any:

@@ -176,10 +176,14 @@ class OutcomeReader:
                 positions.append(TopicPartition(topic, partition, high))
         return positions
 
-    def read(self, timeout: float = 1.0) -> Iterator[Received]:
-        """Yield what arrives within ``timeout`` seconds of the last record."""
+    def read(self, timeout: float = 1.0, *, batch: int = 500) -> Iterator[Received]:
+        """Yield what arrives within ``timeout`` seconds of the last record.
+
+        ``batch`` bounds how many records one fetch hands over, so a caller that stops
+        iterating early has not consumed much more than it looked at.
+        """
         while True:
-            messages = self.consumer.consume(500, timeout=timeout)
+            messages = self.consumer.consume(batch, timeout=timeout)
             if not messages:
                 return
             for message in messages:

@@ -47,6 +47,8 @@ class Settings:
     """Minimal authorization: which agent may take which actions."""
     max_intent_bytes: int = 256 * 1024
     """Larger intent records are rejected unread."""
+    max_clock_skew_ms: int = 30_000
+    """Intents issued further in the future than this are denied (expired ones always are)."""
     layer_timeout_ms: int = 200
     """A layer that takes longer than this is an error verdict (and so a deny)."""
     transaction_max_records: int = 200
@@ -89,7 +91,14 @@ class Settings:
         )
         if path is not None:
             values.update(_read_toml(path))
-        extra: dict[str, str] = dict(values.pop("kafka", {}) or {})
+        kafka_table = values.pop("kafka", {}) or {}
+        if not isinstance(kafka_table, dict):
+            raise ConfigError("[trustplane.kafka] must be a table of librdkafka settings")
+        if "extra" in values:
+            raise ConfigError(
+                "unknown setting 'extra'", hint="put librdkafka settings in [trustplane.kafka]"
+            )
+        extra: dict[str, str] = {str(k): str(v) for k, v in kafka_table.items()}
         names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         for key, raw in env.items():
             if not key.startswith(ENV_PREFIX) or key == f"{ENV_PREFIX}CONFIG":
@@ -114,6 +123,8 @@ class Settings:
             kind = types[name]
             try:
                 if kind == "int":
+                    if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
+                        raise ValueError(raw)
                     kwargs[name] = int(raw)
                 elif kind == "Path":
                     kwargs[name] = Path(raw)
@@ -141,7 +152,7 @@ class Settings:
         if info.exists():
             try:
                 return str(json.loads(info.read_text())["bootstrap"])
-            except (ValueError, KeyError) as exc:
+            except (ValueError, KeyError, TypeError, OSError) as exc:
                 raise ConfigError(f"{info} is unreadable: {exc}") from exc
         raise ConfigError(
             "no Kafka broker configured and no local broker is running",
@@ -161,6 +172,8 @@ def _read_toml(path: Path) -> dict[str, Any]:
         data = tomllib.loads(path.read_text())
     except FileNotFoundError as exc:
         raise ConfigError(f"config file {path} does not exist") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc}") from exc
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path} is not valid TOML: {exc}") from exc
     section = data.get("trustplane", data)

@@ -107,16 +107,20 @@ class Gate:
             record = decision_record(
                 intent, enforcement, intent_digest=intent_digest, now_ms=now, worker=self.worker
             )
-        outcome = Output(topic, intent.agent_id.encode(), self.codec.encode(record_name, record))
+        key = intent.agent_id.encode()
+        outcome = Output(topic, key, self.codec.encode(record_name, record))
         events = [self.lineage.decoded(intent, source, intent_digest, now)]
         events += [
             self.lineage.verdict(intent, intent_digest, v, now) for v in enforcement.verdicts
         ]
         events.append(self.lineage.enforced(intent, intent_digest, enforcement, topic, now))
+        outputs = [outcome, *self._lineage_outputs(key, events)]
+        # count only once every record is built: a failure above ends in _deny_on_error
         for verdict in enforcement.verdicts:
             self.metrics.verdicts.labels(verdict.layer, verdict.status.value).inc()
         self.metrics.intents.labels(topic).inc()
-        return [outcome, *self._lineage_outputs(intent.agent_id.encode(), events)]
+        self.metrics.lineage_events.inc(len(events))
+        return outputs
 
     def _deny_on_error(
         self, intent: Intent, raw: bytes, source: SourcePosition, exc: Exception, now: int
@@ -132,12 +136,14 @@ class Gate:
             self.lineage.decoded(intent, source, intent_digest, now),
             self.lineage.enforced(intent, intent_digest, enforcement, "denied", now),
         ]
-        self.metrics.intents.labels("denied").inc()
         key = intent.agent_id.encode()
-        return [
+        outputs = [
             Output("denied", key, self.codec.encode("Decision", record)),
             *self._lineage_outputs(key, events),
         ]
+        self.metrics.intents.labels("denied").inc()
+        self.metrics.lineage_events.inc(len(events))
+        return outputs
 
     def _reject(
         self,
@@ -152,14 +158,15 @@ class Gate:
             source, key, value, code=code, reason=reason, now_ms=now, worker=self.worker
         )
         event = self.lineage.rejected(source, code, reason, record["value_sha256"], now)
-        self.metrics.rejections.labels(code).inc()
-        self.metrics.intents.labels("rejected").inc()
         lineage_key = key or None
-        return [
+        outputs = [
             Output("rejected", lineage_key, self.codec.encode("Rejection", record)),
             *self._lineage_outputs(lineage_key, [event]),
         ]
+        self.metrics.rejections.labels(code).inc()
+        self.metrics.intents.labels("rejected").inc()
+        self.metrics.lineage_events.inc()
+        return outputs
 
     def _lineage_outputs(self, key: bytes | None, events: list[dict[str, object]]) -> list[Output]:
-        self.metrics.lineage_events.inc(len(events))
         return [Output("lineage", key, self.codec.encode("LineageEvent", e)) for e in events]
