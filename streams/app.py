@@ -127,9 +127,12 @@ def create_app(settings: Settings) -> faust.App:
         web_port=settings.web_port or 6066,
         web_bind="0.0.0.0",  # noqa: S104 - Prometheus scrapes it from another container
         web_host="127.0.0.1",
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=1.0,
     )
-    # faust starts instances too (App._prepare_subservice); its stub only names classes
-    app.service(GateService(worker))  # type: ignore[arg-type]
+    # a child of the app, not an @app.service: those start only after Faust's own group
+    # has settled, and a crashed predecessor holds that group for a whole session timeout
+    app.add_dependency(GateService(worker))
     _add_control_view(app, settings, metrics)
 
     @app.page("/metrics")

@@ -35,7 +35,8 @@ cli = typer.Typer(
 kafka_cli = typer.Typer(help="The local single-node Kafka broker (KRaft, from Maven Central).")
 cli.add_typer(kafka_cli, name="kafka")
 
-out = Console()
+# piped output (CI logs, `make run | tee`) gets a readable width instead of rich's 80
+out = Console(width=None if sys.stdout.isatty() else 140)
 err = Console(stderr=True)
 
 
