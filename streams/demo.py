@@ -16,6 +16,7 @@ from typing import Any
 from streams.client import IntentPublisher, OutcomeReader, Received, new_intent
 from streams.codec import Codec, default_codec
 from streams.config import Settings
+from streams.topics import ensure_topics
 
 __all__ = ["DemoItem", "demo_items", "run_demo", "DemoResult"]
 
@@ -197,6 +198,7 @@ def run_demo(
     codec = default_codec()
     items = demo_items(codec)
     started = time.monotonic()
+    ensure_topics(settings)  # the worker creates them too, but may still be starting
     reader = OutcomeReader(settings, from_beginning=False)
     with IntentPublisher(settings, codec) as publisher:
         for item in items:
