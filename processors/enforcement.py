@@ -29,9 +29,13 @@ class Enforcement:
     outcome: Outcome
     reasons: tuple[str, ...]
     verdicts: tuple[Verdict, ...]
+    skipped: tuple[str, ...] = ()
+    """Layers not asked because an earlier one denied."""
 
 
-def combine(verdicts: Sequence[Verdict], required_layers: Iterable[str]) -> Enforcement:
+def combine(
+    verdicts: Sequence[Verdict], required_layers: Iterable[str], *, skipped: Sequence[str] = ()
+) -> Enforcement:
     reasons: list[str] = []
     review: list[str] = []
     seen = {v.layer for v in verdicts}
@@ -53,7 +57,14 @@ def combine(verdicts: Sequence[Verdict], required_layers: Iterable[str]) -> Enfo
     if not verdicts:
         reasons.append("no layer gave a verdict (fail closed)")
     if reasons:
-        return Enforcement(Outcome.DENIED, tuple(reasons), tuple(verdicts))
+        return Enforcement(Outcome.DENIED, tuple(reasons), tuple(verdicts), tuple(skipped))
+    if skipped:
+        return Enforcement(
+            Outcome.DENIED,
+            (f"layers not run: {', '.join(skipped)} (fail closed)",),
+            tuple(verdicts),
+            tuple(skipped),
+        )
     if review:
         return Enforcement(Outcome.REVIEW, tuple(review), tuple(verdicts))
     return Enforcement(Outcome.APPROVED, (), tuple(verdicts))

@@ -9,24 +9,78 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from processors.enforcement import Enforcement, combine
+from processors.enforcement import Enforcement, Outcome, combine
 from processors.intent import Intent
-from processors.verdict import GateState, Layer, Status, Verdict
+from processors.verdict import GateState, Layer, StatefulLayer, Status, Verdict
 
 __all__ = ["Pipeline"]
 
 
 class Pipeline:
-    def __init__(self, layers: Sequence[Layer], *, layer_timeout_ms: int = 200) -> None:
+    def __init__(
+        self,
+        layers: Sequence[Layer],
+        *,
+        layer_timeout_ms: int = 200,
+        observe_after: str | None = "identity",
+    ) -> None:
         if not layers:
             raise ValueError("a pipeline needs at least one layer")
         self.layers = tuple(layers)
         self.layer_names = tuple(layer.name for layer in layers)
+        self.stateful = tuple(layer for layer in layers if isinstance(layer, StatefulLayer))
+        if observe_after not in self.layer_names:
+            observe_after = None
+        self.observe_after = observe_after
         self._budget_us = layer_timeout_ms * 1000
 
     def decide(self, intent: Intent, state: GateState) -> Enforcement:
-        verdicts = [self._run(layer, intent, state) for layer in self.layers]
-        return combine(verdicts, self.layer_names)
+        """Run the layers in order; the first DENY or ERROR ends the chain.
+
+        Later layers are not asked (an unsigned intent never reaches policy); they are
+        listed in ``Enforcement.skipped``. The outcome is a deny either way.
+        """
+        self.ensure_state(state)
+        verdicts: list[Verdict] = []
+        for layer in self.layers:
+            verdict = self._run(layer, intent, state)
+            verdicts.append(verdict)
+            if verdict.status in (Status.DENY, Status.ERROR):
+                break
+        ran = self.layer_names[: len(verdicts)]
+        enforcement = combine(verdicts, ran, skipped=self.layer_names[len(verdicts) :])
+        return self._observe(intent, state, verdicts, enforcement)
+
+    def _observe(
+        self, intent: Intent, state: GateState, verdicts: list[Verdict], result: Enforcement
+    ) -> Enforcement:
+        """Let stateful layers learn from the intent — only if its identity verified, so
+        a forged intent cannot move an agent's sequence, nonces or baselines. A layer
+        that fails to update its state turns the decision into a deny."""
+        if self.observe_after and not any(
+            v.layer == self.observe_after and v.status is Status.ALLOW for v in verdicts
+        ):
+            return result
+        for layer in self.stateful:
+            try:
+                layer.observe(intent, state, result.outcome.value)
+            except Exception as exc:  # noqa: BLE001 - fail closed, with the reason
+                return Enforcement(
+                    Outcome.DENIED,
+                    (
+                        *result.reasons,
+                        f"{layer.name}: state update failed: {type(exc).__name__}: {exc}",
+                    ),
+                    result.verdicts,
+                    result.skipped,
+                )
+        return result
+
+    def ensure_state(self, state: GateState) -> None:
+        """Give every stateful layer a state slot for this agent."""
+        for layer in self.stateful:
+            if layer.state_key not in state.agent:
+                state.agent[layer.state_key] = layer.new_state()
 
     def _run(self, layer: Layer, intent: Intent, state: GateState) -> Verdict:
         started = time.perf_counter_ns()

@@ -5,11 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from processors.intent import Intent
 
-__all__ = ["Status", "Verdict", "GateState", "Layer"]
+__all__ = ["Status", "Verdict", "GateState", "Layer", "StatefulLayer"]
 
 
 class Status(StrEnum):
@@ -50,14 +50,18 @@ class Verdict:
 
 @dataclass(frozen=True, slots=True)
 class GateState:
-    """What a layer may know besides the intent: the clock and who is deciding.
+    """What a layer may know besides the intent: the clock, who decides, the agent's state.
 
-    Per-agent state (sequences, baselines, quarantine) joins this as the layers that
-    need it arrive; layers read it, only the pipeline writes it.
+    ``agent`` maps a stateful layer's ``state_key`` to that layer's state for the
+    intent's agent (sequences, seen nonces, baselines). The worker loads it from, and
+    saves it to, a changelog topic inside the same Kafka transaction as the decision,
+    so state and decisions stay consistent across crashes. ``evaluate`` only reads it;
+    ``StatefulLayer.observe`` updates it after the decision.
     """
 
     now_ms: int
     worker: str = "local"
+    agent: dict[str, Any] = field(default_factory=dict)
 
 
 class Layer(Protocol):
@@ -70,3 +74,28 @@ class Layer(Protocol):
     name: str
 
     def evaluate(self, intent: Intent, state: GateState) -> Verdict: ...
+
+
+@runtime_checkable
+class StatefulLayer(Protocol):
+    """A layer that keeps per-agent state (replay windows, sequences, baselines).
+
+    The state object is the layer's own; it must round-trip through JSON-safe dicts
+    (``dump_state``/``load_state``) because it is kept in a changelog topic.
+    """
+
+    name: str
+    state_key: str
+
+    def evaluate(self, intent: Intent, state: GateState) -> Verdict: ...
+
+    def new_state(self) -> Any: ...
+
+    def load_state(self, data: Mapping[str, Any]) -> Any: ...
+
+    def dump_state(self, layer_state: Any) -> dict[str, Any]: ...
+
+    def observe(self, intent: Intent, state: GateState, outcome: str) -> None:
+        """Update ``state.agent[self.state_key]`` after the decision (``outcome`` is
+        approved/denied/review). Called only for intents whose identity verified."""
+        ...

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from processors.enforcement import Enforcement, Outcome
@@ -28,6 +28,7 @@ from processors.records import (
 from processors.verdict import GateState
 from streams.codec import Codec, DecodeError
 from streams.metrics import GateMetrics
+from streams.state import AgentStates
 
 __all__ = ["Gate", "Output"]
 
@@ -49,6 +50,10 @@ class Output:
     value: bytes
 
 
+Responder = Callable[[Intent, Enforcement, int], list[Output]]
+"""Turns a decision into further records (e.g. a quarantine command on ``control``)."""
+
+
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -63,8 +68,13 @@ class Gate:
         max_intent_bytes: int,
         metrics: GateMetrics | None = None,
         clock: Callable[[], int] = _now_ms,
+        states: AgentStates | None = None,
+        responders: Sequence[Responder] = (),
     ) -> None:
         self.pipeline = pipeline
+        self.states = states or AgentStates(pipeline.stateful)
+        self.responders = tuple(responders)
+        self._pending: list[Output] = []
         self.codec = codec
         self.worker = worker
         self.max_intent_bytes = max_intent_bytes
@@ -97,7 +107,14 @@ class Gate:
 
     def _decide(self, intent: Intent, raw: bytes, source: SourcePosition, now: int) -> list[Output]:
         intent_digest = digest(raw)
-        enforcement = self.pipeline.decide(intent, GateState(now_ms=now, worker=self.worker))
+        agent_state = self.states.get(source.partition, intent.agent_id)
+        state = GateState(now_ms=now, worker=self.worker, agent=agent_state)
+        enforcement = self.pipeline.decide(intent, state)
+        if self.pipeline.stateful:
+            self.states.touched(source.partition, intent.agent_id)
+        responses: list[Output] = []
+        for responder in self.responders:
+            responses += responder(intent, enforcement, now)
         topic, record_name = _OUTCOME_RECORD[enforcement.outcome]
         if enforcement.outcome is Outcome.APPROVED:
             record = approval_record(
@@ -114,7 +131,7 @@ class Gate:
             self.lineage.verdict(intent, intent_digest, v, now) for v in enforcement.verdicts
         ]
         events.append(self.lineage.enforced(intent, intent_digest, enforcement, topic, now))
-        outputs = [outcome, *self._lineage_outputs(key, events)]
+        outputs = [outcome, *self._lineage_outputs(key, events), *responses]
         # count only once every record is built: a failure above ends in _deny_on_error
         for verdict in enforcement.verdicts:
             self.metrics.verdicts.labels(verdict.layer, verdict.status.value).inc()
@@ -167,6 +184,14 @@ class Gate:
         self.metrics.intents.labels("rejected").inc()
         self.metrics.lineage_events.inc()
         return outputs
+
+    def emit(self, outputs: Sequence[Output]) -> None:
+        """Queue records (e.g. control lineage) for the worker's next transaction."""
+        self._pending.extend(outputs)
+
+    def take_pending(self) -> list[Output]:
+        pending, self._pending = self._pending, []
+        return pending
 
     def _lineage_outputs(self, key: bytes | None, events: list[dict[str, object]]) -> list[Output]:
         return [Output("lineage", key, self.codec.encode("LineageEvent", e)) for e in events]

@@ -26,7 +26,9 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from processors.exceptions import TrustplaneError
 from processors.records import SourcePosition
 from streams.config import Settings
-from streams.gate import Gate
+from streams.control import ControlFollower
+from streams.gate import Gate, Output
+from streams.state import KafkaAgentStates
 from streams.topics import MAX_MESSAGE_BYTES
 
 __all__ = ["GateWorker", "WorkerError"]
@@ -44,10 +46,14 @@ class GateWorker:
         settings: Settings,
         gate: Gate,
         *,
+        control: ControlFollower | None = None,
+        states: KafkaAgentStates | None = None,
         on_batch: Callable[[int], None] | None = None,
     ) -> None:
         self.settings = settings
         self.gate = gate
+        self.control = control
+        self.states = states
         self.on_batch = on_batch
         self.worker_id = settings.resolved_worker_id()
         self._stop = threading.Event()
@@ -82,7 +88,7 @@ class GateWorker:
         )
         self.topics = {
             name: settings.topic(name)
-            for name in ("approved", "denied", "review", "rejected", "lineage")
+            for name in ("approved", "denied", "review", "rejected", "lineage", "control")
         }
 
     def stop(self) -> None:
@@ -97,6 +103,9 @@ class GateWorker:
                 f"cannot start Kafka transactions: {exc}",
                 hint="is the broker up and reachable? `trustplane kafka status`",
             ) from exc
+        if self.control is not None:
+            applied = self.control.catch_up()
+            log.info("control state rebuilt from %d records", applied)
         self.consumer.subscribe(
             [self.settings.topic("intents")],
             on_assign=self._on_assign,
@@ -114,17 +123,27 @@ class GateWorker:
         except RuntimeError:
             pass  # already closed
         self.producer.flush(5)
+        for part in (self.control, self.states):
+            if part is not None:
+                part.close()
 
     # -- one transaction ----------------------------------------------------
 
     def _run_batch(self) -> None:
+        if self.control is not None:
+            self.control.poll(0)
         messages = self._poll_batch()
-        if not messages:
+        pending = self.gate.take_pending()
+        if not messages and not pending:
             return
         self.producer.begin_transaction()
         try:
+            for output in pending:
+                self._produce(output)
             for message in messages:
                 self._handle(message)
+            if self.states is not None:
+                self.states.write(self.producer)
             self.producer.send_offsets_to_transaction(
                 self.consumer.position(self.consumer.assignment()),
                 self.consumer.consumer_group_metadata(),
@@ -166,8 +185,11 @@ class GateWorker:
             message.topic() or "", message.partition() or 0, message.offset() or 0
         )
         for output in self.gate.process(message.key(), message.value(), source):
-            self.producer.produce(self.topics[output.topic], key=output.key, value=output.value)
-            self.producer.poll(0)
+            self._produce(output)
+
+    def _produce(self, output: Output) -> None:
+        self.producer.produce(self.topics[output.topic], key=output.key, value=output.value)
+        self.producer.poll(0)
 
     def _recover(self, exc: KafkaException) -> None:
         error = exc.args[0] if exc.args else None
@@ -181,6 +203,9 @@ class GateWorker:
         log.warning("transaction failed, aborting and re-reading the batch: %s", exc)
         self.producer.abort_transaction(30)
         self._rewind()
+        if self.states is not None:
+            # the batch changed in-memory state that Kafka never committed
+            self.states.restore(tp.partition for tp in self.consumer.assignment())
 
     def _rewind(self) -> None:
         assignment = self.consumer.assignment()
@@ -194,9 +219,14 @@ class GateWorker:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("assigned %s", [p.partition for p in partitions])
+        if self.states is not None:
+            restored = self.states.restore(p.partition for p in partitions)
+            log.info("restored state of %d agents", restored)
         self.gate.metrics.assigned_partitions.set(len(consumer.assignment()) + len(partitions))
         self.ready.set()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("revoked %s", [p.partition for p in partitions])
+        if self.states is not None:
+            self.states.drop(p.partition for p in partitions)
         self.gate.metrics.assigned_partitions.set(0)

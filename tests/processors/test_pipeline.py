@@ -65,3 +65,39 @@ def test_a_layer_returning_something_else_denies(bad):
 def test_an_empty_pipeline_is_refused():
     with pytest.raises(ValueError, match="at least one layer"):
         Pipeline([])
+
+
+class Counting:
+    def __init__(self, name):
+        self.name = name
+        self.calls = 0
+
+    def evaluate(self, intent, state):
+        self.calls += 1
+        return Verdict.allow(self.name)
+
+
+def test_the_first_deny_ends_the_chain():
+    later = Counting("policy")
+    pipeline = Pipeline([Fixed("identity", Verdict.deny("identity", "bad signature")), later])
+    result = pipeline.decide(make_intent(), STATE)
+    assert result.outcome is Outcome.DENIED
+    assert later.calls == 0, "policy is never asked about an intent that failed identity"
+    assert result.skipped == ("policy",)
+    assert result.reasons == ("identity: bad signature",)
+
+
+def test_an_error_also_ends_the_chain():
+    later = Counting("policy")
+    result = Pipeline([Raising(), later]).decide(make_intent(), STATE)
+    assert result.outcome is Outcome.DENIED
+    assert later.calls == 0
+    assert result.skipped == ("policy",)
+
+
+def test_skipped_layers_alone_deny():
+    from processors.enforcement import combine
+
+    result = combine([Verdict.allow("identity")], ["identity"], skipped=["policy"])
+    assert result.outcome is Outcome.DENIED
+    assert "layers not run: policy" in result.reasons[0]
