@@ -55,6 +55,16 @@ class Settings:
     """Intents per Kafka transaction at most."""
     transaction_max_ms: int = 100
     """A transaction is committed at least this often while intents arrive."""
+    keys_dir: Path | None = None
+    """Where `trustplane keys init` keeps local keys (default: <state_dir>/keys)."""
+    operator_keys_path: Path | None = None
+    """JWKS of the operator public keys that may sign control commands (the trust root;
+    default: <keys_dir>/operators.jwks.json). No file: every control command is refused."""
+    operator_key_path: Path | None = None
+    """The operator private key the CLI signs control commands with
+    (default: <keys_dir>/operator.pem)."""
+    signing_keys_dir: Path | None = None
+    """The gate's approval signing keyring (default: <keys_dir>/signing)."""
     web_port: int = 6066
     """Port of the worker's /metrics and /healthz endpoints (0 disables them)."""
     extra: Mapping[str, str] = field(default_factory=dict)
@@ -122,12 +132,12 @@ class Settings:
                 )
             kind = types[name]
             try:
-                if kind == "int":
+                if "Path" in kind:
+                    kwargs[name] = Path(raw)
+                elif kind == "int":
                     if isinstance(raw, bool) or (isinstance(raw, float) and not raw.is_integer()):
                         raise ValueError(raw)
                     kwargs[name] = int(raw)
-                elif kind == "Path":
-                    kwargs[name] = Path(raw)
                 else:
                     kwargs[name] = str(raw)
             except (TypeError, ValueError) as exc:
@@ -143,6 +153,22 @@ class Settings:
     @property
     def kafka_state_dir(self) -> Path:
         return self.state_dir / "kafka"
+
+    @property
+    def resolved_keys_dir(self) -> Path:
+        return self.keys_dir or self.state_dir / "keys"
+
+    @property
+    def resolved_operator_keys_path(self) -> Path:
+        return self.operator_keys_path or self.resolved_keys_dir / "operators.jwks.json"
+
+    @property
+    def resolved_operator_key_path(self) -> Path:
+        return self.operator_key_path or self.resolved_keys_dir / "operator.pem"
+
+    @property
+    def resolved_signing_keys_dir(self) -> Path:
+        return self.signing_keys_dir or self.resolved_keys_dir / "signing"
 
     def resolved_bootstrap(self) -> str:
         """The bootstrap servers to use, asking the local broker's state file when unset."""
