@@ -23,7 +23,7 @@ RUN pip install --no-cache-dir . \
 # The installed packages live in site-packages, so point the settings whose defaults are
 # relative to the source tree at /app (read-only data) and a writable state folder.
 ENV TRUSTPLANE_STATE_DIR=/var/lib/trustplane \
-    TRUSTPLANE_ALLOWLIST_PATH=/app/policies/allowlist.json
+    TRUSTPLANE_ANOMALY_CONFIG_PATH=/app/policies/anomaly.toml
 
 USER trustplane
 

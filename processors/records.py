@@ -7,13 +7,18 @@ differ): a replay after a crash cannot mint a second decision id for the same in
 
 from __future__ import annotations
 
-import base64
 import hashlib
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from processors.approval import (  # noqa: F401 - format constants re-exported
+    PAYLOAD_TYPE,
+    PREDICATE_TYPE,
+    STATEMENT_TYPE,
+    ApprovalSigner,
+    LineagePosition,
+)
 from processors.enforcement import Enforcement, Outcome
 from processors.intent import Intent
 from processors.verdict import Verdict
@@ -29,9 +34,6 @@ __all__ = [
     "rejection_record",
 ]
 
-STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
-PREDICATE_TYPE = "https://trustplane.dev/approval/v1"
-PAYLOAD_TYPE = "application/vnd.in-toto+json"
 APPROVAL_TTL_MS = 5 * 60 * 1000
 
 
@@ -91,43 +93,27 @@ def approval_record(
     enforcement: Enforcement,
     *,
     intent_digest: str,
+    intent_bytes: bytes,
     now_ms: int,
     worker: str,
+    signer: ApprovalSigner,
     ttl_ms: int = APPROVAL_TTL_MS,
+    lineage: LineagePosition | None = None,
 ) -> dict[str, Any]:
-    """The approval, carrying an in-toto Statement in a DSSE envelope.
-
-    The envelope is not yet signed (``signatures`` is empty): executors must not trust
-    it until the signing layer lands (see the signed-approvals issue).
-    """
+    """The approval: an in-toto Statement in a DSSE envelope signed with the gate's
+    current key (``processors/approval.py``), plus the exact intent bytes it covers."""
     if enforcement.outcome is not Outcome.APPROVED:
         raise ValueError(f"refusing to build an approval for a {enforcement.outcome} intent")
     approval_id = derived_id("approval", intent.intent_id, intent_digest)
-    expires_at_ms = min(now_ms + ttl_ms, intent.expires_at_ms)
-    algorithm, _, hexdigest = intent_digest.partition(":")
-    statement = {
-        "_type": STATEMENT_TYPE,
-        "subject": [{"name": f"intent:{intent.intent_id}", "digest": {algorithm: hexdigest}}],
-        "predicateType": PREDICATE_TYPE,
-        "predicate": {
-            "approvalId": approval_id,
-            "agentId": intent.agent_id,
-            "action": intent.action,
-            "resource": intent.resource,
-            "verdicts": [
-                {"layer": v.layer, "status": v.status.value, "reasons": list(v.reasons)}
-                for v in enforcement.verdicts
-            ],
-            "issuedAtMs": now_ms,
-            "expiresAtMs": expires_at_ms,
-        },
-    }
-    payload = json.dumps(statement, sort_keys=True, separators=(",", ":")).encode()
-    envelope = {
-        "payload": _b64(payload),
-        "payloadType": PAYLOAD_TYPE,
-        "signatures": [],
-    }
+    envelope, expires_at_ms = signer.sign(
+        intent,
+        enforcement,
+        intent_digest=intent_digest,
+        approval_id=approval_id,
+        now_ms=now_ms,
+        ttl_ms=ttl_ms,
+        lineage=lineage,
+    )
     return {
         "approval_id": approval_id,
         "intent_id": intent.intent_id,
@@ -136,10 +122,11 @@ def approval_record(
         "resource": intent.resource,
         "intent_digest": intent_digest,
         "verdicts": _verdict_records(enforcement.verdicts),
-        "envelope": json.dumps(envelope, separators=(",", ":")).encode(),
+        "envelope": envelope,
         "issued_at_ms": now_ms,
         "expires_at_ms": expires_at_ms,
         "worker": worker,
+        "intent": intent_bytes,
     }
 
 
@@ -168,7 +155,3 @@ def rejection_record(
         "rejected_at_ms": now_ms,
         "worker": worker,
     }
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()

@@ -3,7 +3,7 @@
 The exactly-once decision loop itself is :class:`streams.worker.GateWorker` (see its
 docstring for why it drives Kafka transactions directly); here it runs as a Faust
 service, so ``trustplane worker`` is a Faust worker with Faust's start-up, shutdown
-and web server.
+and web server. The gate itself is assembled in ``streams/wiring.py``.
 """
 
 from __future__ import annotations
@@ -18,35 +18,21 @@ import faust
 from mode import Service
 from prometheus_client import generate_latest
 
-from processors.authorization import AllowList, AllowListAuthorization
-from processors.freshness import Freshness
-from processors.pipeline import Pipeline
-from processors.verdict import Layer
+from processors.control import ControlResult
+from processors.lineage import LineageRecorder
 from streams.codec import DecodeError, default_codec
 from streams.config import Settings
-from streams.gate import Gate
+from streams.control import ControlFollower
+from streams.gate import Output
 from streams.metrics import GateMetrics
+from streams.state import KafkaAgentStates
 from streams.topics import ensure_topics
+from streams.wiring import GateParts, build_gate
 from streams.worker import GateWorker
 
 __all__ = ["create_app", "build_gate"]
 
 log = logging.getLogger(__name__)
-
-
-def build_gate(settings: Settings, metrics: GateMetrics | None = None) -> Gate:
-    """The processor chain of this release: decode/validate -> freshness -> authorization."""
-    layers: list[Layer] = [
-        Freshness(settings.max_clock_skew_ms),
-        AllowListAuthorization(AllowList.from_file(settings.allowlist_path)),
-    ]
-    return Gate(
-        Pipeline(layers, layer_timeout_ms=settings.layer_timeout_ms),
-        default_codec(),
-        worker=settings.resolved_worker_id(),
-        max_intent_bytes=settings.max_intent_bytes,
-        metrics=metrics,
-    )
 
 
 class GateService(Service):
@@ -66,6 +52,7 @@ class GateService(Service):
         try:
             self.worker.run()
         except BaseException as exc:  # noqa: BLE001 - handed to the event loop below
+            log.error("gate worker stopped: %s", exc)
             self._error = exc
 
     @Service.task
@@ -84,11 +71,10 @@ class GateService(Service):
 
 
 def _add_control_view(app: faust.App, settings: Settings, metrics: GateMetrics) -> None:
-    """Keep every worker's view of the compacted ``control`` topic in a Faust table.
+    """A Faust table of the latest command kind and id per ``control`` subject.
 
-    The table holds, per subject, the latest command kind and id. The decision layers
-    that act on control commands (agent registry, policy bundles, quarantine, kill
-    switch) read their state from here as they land.
+    It is an operator's view (served on /control); the decisions use the full state
+    every worker rebuilds from the compacted topic (``streams/control.py``).
     """
     codec = default_codec()
     control = app.topic(
@@ -102,21 +88,59 @@ def _add_control_view(app: faust.App, settings: Settings, metrics: GateMetrics) 
             try:
                 command = codec.decode(event.value or b"", "ControlCommand")
             except DecodeError as exc:
-                metrics.control_commands.labels("undecodable").inc()
-                log.warning(
-                    "control record %s is not a ControlCommand: %s",
-                    event.message.offset,
-                    exc.reason,
-                )
+                log.warning("control record is not a ControlCommand: %s", exc.reason)
                 continue
             latest[command["subject"]] = {"kind": command["kind"], "id": command["command_id"]}
-            metrics.control_commands.labels(command["kind"]).inc()
+
+    @app.page("/control")
+    async def control_page(web: Any, request: Any) -> Any:
+        return web.json({str(k): v for k, v in latest.items()})
+
+
+def _control_lineage(parts: GateParts, metrics: GateMetrics, worker: str) -> Any:
+    recorder = LineageRecorder(worker)
+    codec = default_codec()
+
+    def on_result(
+        record: dict[str, Any] | None, result: ControlResult | None, error: str | None
+    ) -> None:
+        applied = bool(result and result.applied)
+        kind = str((record or {}).get("kind") or "undecodable")
+        metrics.control_commands.labels(kind if applied else f"{kind}:refused").inc()
+        if record is None:
+            return
+        reason = error or (result.reason if result else "")
+        event = recorder.event(
+            subject=str(record.get("command_id")),
+            stage="control",
+            event_type=f"control.{'applied' if applied else 'refused'}",
+            status=kind,
+            now_ms=int(record.get("issued_at_ms") or 0),
+            agent_id=None,
+            reasons=(reason,),
+            attributes={
+                "subject": str(record.get("subject")),
+                "issued_by": str(record.get("issued_by")),
+                "key_id": str(record.get("key_id")),
+            },
+        )
+        parts.gate.emit([Output("lineage", None, codec.encode("LineageEvent", event))])
+
+    return on_result
 
 
 def create_app(settings: Settings) -> faust.App:
     ensure_topics(settings)
     metrics = GateMetrics()
-    worker = GateWorker(settings, build_gate(settings, metrics))
+    parts = build_gate(settings, metrics)
+    states = KafkaAgentStates(settings, list(parts.gate.states.layers.values()))
+    parts.gate.states = states
+    follower = ControlFollower(
+        settings,
+        parts.control,
+        on_result=_control_lineage(parts, metrics, settings.resolved_worker_id()),
+    )
+    worker = GateWorker(settings, parts.gate, control=follower, states=states)
     app = faust.App(
         f"{settings.group_id}-host",
         broker=f"kafka://{settings.resolved_bootstrap()}",
@@ -142,10 +166,19 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.page("/healthz")
     async def health_page(web: Any, request: Any) -> Any:
+        engine = parts.policies.active
         body = {
             "worker": worker.worker_id,
             "ready": worker.ready.is_set(),
             "processed": worker.processed,
+            "control": parts.control.snapshot_summary(),
+            "policy": (
+                {"version": engine.version, "digest": engine.digest}
+                if engine is not None
+                else {"refused": parts.policies.last_refusal}
+            ),
+            "killswitch": parts.killswitches.summary(),
+            "approval_keys": sorted(parts.signer.public_keyset()),
         }
         return web.bytes(json.dumps(body).encode(), content_type="application/json")
 

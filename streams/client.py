@@ -16,6 +16,8 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
 
 from processors.exceptions import TrustplaneError
+from processors.identity import sign_intent
+from processors.keys import SigningKey
 from streams.codec import Codec, DecodeError, default_codec
 from streams.config import Settings
 from streams.topics import MAX_MESSAGE_BYTES, OUTCOME_TOPICS
@@ -41,10 +43,12 @@ def new_intent(
     ttl_s: float = 300.0,
     now_ms: int | None = None,
     key_id: str = UNSIGNED_KEY_ID,
+    sign_with: SigningKey | None = None,
 ) -> dict[str, Any]:
-    """An Intent record (``schemas/intent.avsc``) with fresh id, nonce and times."""
+    """An Intent record (``schemas/intent.avsc``) with fresh id, nonce and times,
+    signed with ``sign_with`` (the agent's registered key) when given."""
     issued = now_ms if now_ms is not None else time.time_ns() // 1_000_000
-    return {
+    record = {
         "intent_id": str(uuid.uuid4()),
         "agent_id": agent_id,
         "runtime": dict(
@@ -68,6 +72,7 @@ def new_intent(
         "key_id": key_id,
         "signature": None,
     }
+    return sign_intent(record, sign_with) if sign_with is not None else record
 
 
 class IntentPublisher:

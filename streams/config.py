@@ -43,12 +43,25 @@ class Settings:
     with the same name takes over its predecessor's partitions and fences it at once."""
     state_dir: Path = DEFAULT_STATE_DIR
     """Local folder for the broker's data, logs and pid files."""
-    allowlist_path: Path = PROJECT_ROOT / "policies" / "allowlist.json"
-    """Minimal authorization: which agent may take which actions."""
     max_intent_bytes: int = 256 * 1024
     """Larger intent records are rejected unread."""
     max_clock_skew_ms: int = 30_000
     """Intents issued further in the future than this are denied (expired ones always are)."""
+    approval_ttl_ms: int = 5 * 60 * 1000
+    """How long an approval may be executed after it is issued (capped by the intent's expiry)."""
+    review_timeout_ms: int = 15 * 60 * 1000
+    """An intent held for review with no answer by then is denied."""
+    anomaly_config_path: Path = PROJECT_ROOT / "policies" / "anomaly.toml"
+    """Thresholds and responses of the behavioural anomaly layer."""
+    replay_retention_ms: int = 24 * 60 * 60 * 1000
+    """How long intent ids and nonces are remembered per agent (replay detection)."""
+    max_remembered: int = 1_000
+    """Ids/nonces remembered per agent at most (older replays are still caught as
+    sequence regressions); bounds the state written per transaction."""
+    sequence_gap_tolerance: int = 100
+    """A jump in an agent's sequence numbers larger than this is a violation."""
+    quarantine_scope: str = "agent"
+    """What an integrity violation quarantines: the agent (default) or its runtime."""
     layer_timeout_ms: int = 200
     """A layer that takes longer than this is an error verdict (and so a deny)."""
     transaction_max_records: int = 200
@@ -79,6 +92,10 @@ class Settings:
             raise ConfigError(f"layer_timeout_ms must be >= 1, got {self.layer_timeout_ms}")
         if self.transaction_max_records < 1 or self.transaction_max_ms < 1:
             raise ConfigError("transaction_max_records and transaction_max_ms must be >= 1")
+        if self.quarantine_scope not in ("agent", "runtime"):
+            raise ConfigError(
+                f"quarantine_scope must be 'agent' or 'runtime', got {self.quarantine_scope!r}"
+            )
         if any(ch.isspace() for ch in self.topic_prefix):
             raise ConfigError(f"topic_prefix must not contain spaces: {self.topic_prefix!r}")
 

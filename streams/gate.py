@@ -3,34 +3,46 @@
 Kafka-free on purpose (the transactional loop lives in ``streams/worker.py``): given
 the key, value and position of a record on ``intents``, return exactly one outcome
 record (approved, denied, review or rejected) plus its lineage events. It never
-raises for bad input, and nothing it does by accident approves.
+raises for bad input, and nothing it does by accident approves. Approvals are signed
+(``processors/approval.py``); intents held for review wait in their agent's state
+until an operator answers or the review times out (:meth:`Gate.tick`).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
+from processors.approval import ApprovalSigner, ApprovalSigningError, LineagePosition
 from processors.enforcement import Enforcement, Outcome
 from processors.exceptions import ValidationError
 from processors.intent import Intent
 from processors.lineage import LineageRecorder
 from processors.pipeline import Pipeline
 from processors.records import (
+    APPROVAL_TTL_MS,
     SourcePosition,
     approval_record,
     decision_record,
     digest,
     rejection_record,
 )
-from processors.verdict import GateState
+from processors.review import (
+    REVIEW_STATE_KEY,
+    PendingReview,
+    ReviewAnswers,
+    ReviewQueue,
+    ReviewQueueCodec,
+)
+from processors.verdict import GateState, Status, Verdict
 from streams.codec import Codec, DecodeError
 from streams.metrics import GateMetrics
 from streams.state import AgentStates
 
-__all__ = ["Gate", "Output"]
+__all__ = ["Gate", "Output", "Responder"]
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +51,8 @@ _OUTCOME_RECORD = {
     Outcome.DENIED: ("denied", "Decision"),
     Outcome.REVIEW: ("review", "Decision"),
 }
+RECHECK_ON_REVIEW = ("killswitch", "eligibility")
+"""Layers asked again when a reviewer approves: a switch or quarantine since wins."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,21 +80,32 @@ class Gate:
         *,
         worker: str,
         max_intent_bytes: int,
+        signer: ApprovalSigner,
+        approval_ttl_ms: int = APPROVAL_TTL_MS,
         metrics: GateMetrics | None = None,
         clock: Callable[[], int] = _now_ms,
         states: AgentStates | None = None,
         responders: Sequence[Responder] = (),
+        review_answers: ReviewAnswers | None = None,
+        review_timeout_ms: int = 15 * 60 * 1000,
     ) -> None:
         self.pipeline = pipeline
-        self.states = states or AgentStates(pipeline.stateful)
-        self.responders = tuple(responders)
-        self._pending: list[Output] = []
         self.codec = codec
         self.worker = worker
         self.max_intent_bytes = max_intent_bytes
+        self.signer = signer
+        self.approval_ttl_ms = approval_ttl_ms
         self.metrics = metrics or GateMetrics()
         self.lineage = LineageRecorder(worker)
         self.clock = clock
+        self.states = states or AgentStates([*pipeline.stateful, ReviewQueueCodec()])
+        self.responders = tuple(responders)
+        self.review_answers = review_answers
+        self.review_timeout_ms = review_timeout_ms
+        self._pending: list[Output] = []
+        self._held: set[tuple[int, str]] = set()
+
+    # -- one input record -----------------------------------------------------------
 
     def process(
         self, key: bytes | None, value: bytes | None, source: SourcePosition
@@ -97,41 +122,92 @@ class Gate:
             return self._reject(
                 key, value, source, "internal_error", f"{type(exc).__name__}: {exc}", now
             )
+        raw = value or b""
         try:
-            outputs = self._decide(intent, value or b"", source, now)
+            outputs = self._decide(intent, record, raw, source, now)
         except Exception as exc:  # noqa: BLE001 - fail closed: deny, never drop
             log.exception("unexpected error deciding %s", source)
-            outputs = self._deny_on_error(intent, value or b"", source, exc, now)
+            outputs = self._deny_on_error(intent, raw, source, exc, now)
         self.metrics.decision_latency.observe((time.perf_counter() - started) * 1000)
         return outputs
 
-    def _decide(self, intent: Intent, raw: bytes, source: SourcePosition, now: int) -> list[Output]:
+    def _decide(
+        self,
+        intent: Intent,
+        record: Mapping[str, Any],
+        raw: bytes,
+        source: SourcePosition,
+        now: int,
+    ) -> list[Output]:
         intent_digest = digest(raw)
         agent_state = self.states.get(source.partition, intent.agent_id)
         state = GateState(now_ms=now, worker=self.worker, agent=agent_state)
         enforcement = self.pipeline.decide(intent, state)
-        if self.pipeline.stateful:
-            self.states.touched(source.partition, intent.agent_id)
         responses: list[Output] = []
         for responder in self.responders:
             responses += responder(intent, enforcement, now)
-        topic, record_name = _OUTCOME_RECORD[enforcement.outcome]
-        if enforcement.outcome is Outcome.APPROVED:
-            record = approval_record(
-                intent, enforcement, intent_digest=intent_digest, now_ms=now, worker=self.worker
+        if enforcement.outcome is Outcome.REVIEW:
+            queue = agent_state.setdefault(REVIEW_STATE_KEY, ReviewQueue())
+            queue.hold(
+                PendingReview.hold(
+                    record,
+                    raw,
+                    intent_digest,
+                    list(enforcement.verdicts),
+                    now,
+                    self.review_timeout_ms,
+                )
             )
-        else:
+            self._held.add((source.partition, intent.agent_id))
+        if self.pipeline.stateful or enforcement.outcome is Outcome.REVIEW:
+            self.states.touched(source.partition, intent.agent_id)
+        events = [self.lineage.decoded(intent, source, intent_digest, now)]
+        events += [
+            self.lineage.verdict(intent, intent_digest, v, now) for v in enforcement.verdicts
+        ]
+        return self._finish(intent, raw, intent_digest, enforcement, events, now) + responses
+
+    def _finish(
+        self,
+        intent: Intent,
+        raw: bytes,
+        intent_digest: str,
+        enforcement: Enforcement,
+        events: list[dict[str, Any]],
+        now: int,
+    ) -> list[Output]:
+        """Build the outcome record (signing approvals) and the enforcement event."""
+        record: dict[str, Any] | None = None
+        if enforcement.outcome is Outcome.APPROVED:
+            event_id = self.lineage.enforced(intent, intent_digest, enforcement, "approved", now)[
+                "event_id"
+            ]
+            try:
+                record = approval_record(
+                    intent,
+                    enforcement,
+                    intent_digest=intent_digest,
+                    intent_bytes=raw,
+                    now_ms=now,
+                    worker=self.worker,
+                    signer=self.signer,
+                    ttl_ms=self.approval_ttl_ms,
+                    lineage=LineagePosition(event_id),
+                )
+            except ApprovalSigningError as exc:  # no valid key, unsignable value: fail closed
+                log.error("cannot sign the approval of %s: %s", intent.intent_id, exc.diagnostics())
+                enforcement = Enforcement(
+                    Outcome.DENIED, (f"signing: {exc.reason} (fail closed)",), enforcement.verdicts
+                )
+        topic, record_name = _OUTCOME_RECORD[enforcement.outcome]
+        if record is None:
             record = decision_record(
                 intent, enforcement, intent_digest=intent_digest, now_ms=now, worker=self.worker
             )
         key = intent.agent_id.encode()
         outcome = Output(topic, key, self.codec.encode(record_name, record))
-        events = [self.lineage.decoded(intent, source, intent_digest, now)]
-        events += [
-            self.lineage.verdict(intent, intent_digest, v, now) for v in enforcement.verdicts
-        ]
-        events.append(self.lineage.enforced(intent, intent_digest, enforcement, topic, now))
-        outputs = [outcome, *self._lineage_outputs(key, events), *responses]
+        events = [*events, self.lineage.enforced(intent, intent_digest, enforcement, topic, now)]
+        outputs = [outcome, *self._lineage_outputs(key, events)]
         # count only once every record is built: a failure above ends in _deny_on_error
         for verdict in enforcement.verdicts:
             self.metrics.verdicts.labels(verdict.layer, verdict.status.value).inc()
@@ -185,6 +261,101 @@ class Gate:
         self.metrics.lineage_events.inc()
         return outputs
 
+    # -- held intents -----------------------------------------------------------------
+
+    def reindex(self, partitions: Iterable[int]) -> None:
+        """After state was restored: find the held intents of these partitions."""
+        wanted = set(partitions)
+        self._held = {h for h in self._held if h[0] not in wanted}
+        for partition in wanted:
+            for agent_id, state in self.states.agents(partition):
+                queue = state.get(REVIEW_STATE_KEY)
+                if queue is not None and len(queue):
+                    self._held.add((partition, agent_id))
+
+    def tick(self, now: int | None = None) -> list[Output]:
+        """Resolve held intents that have an answer, or whose review timed out."""
+        now = self.clock() if now is None else now
+        outputs: list[Output] = []
+        for partition, agent_id in sorted(self._held):
+            queue = self.states.get(partition, agent_id).get(REVIEW_STATE_KEY)
+            if queue is None:
+                self._held.discard((partition, agent_id))
+                continue
+            for pending in queue:
+                answer = self.review_answers.get(pending.intent_id) if self.review_answers else None
+                if answer is None and now < pending.deadline_ms:
+                    continue
+                outputs += self._resolve(pending, answer, partition, now)
+                queue.remove(pending.intent_id)
+                self.states.touched(partition, agent_id)
+            if not len(queue):
+                self._held.discard((partition, agent_id))
+        return outputs
+
+    def _resolve(
+        self, pending: PendingReview, answer: Any, partition: int, now: int
+    ) -> list[Output]:
+        raw = pending.raw_bytes()
+        try:
+            intent = Intent.from_record(pending.intent_record(), key=pending.agent_id.encode())
+        except ValidationError as exc:  # cannot happen for a stored valid intent; fail closed
+            log.error("held intent %s is unreadable: %s", pending.intent_id, exc.reason)
+            return []
+        held = pending.original_verdicts()
+        if answer is None:
+            reason = (
+                f"review: no answer within {(pending.deadline_ms - pending.held_at_ms) // 1000} s "
+                "(denied by timeout)"
+            )
+            enforcement = Enforcement(Outcome.DENIED, (reason,), tuple(held))
+        elif not answer.approved:
+            reason = f"review: denied by {answer.by}: {answer.reason}"
+            enforcement = Enforcement(Outcome.DENIED, (reason,), tuple(held))
+        else:
+            enforcement = self._approve_held(intent, held, answer, partition, now)
+        event = self.lineage.event(
+            subject=pending.intent_digest,
+            stage="review",
+            event_type="review.resolved",
+            status=enforcement.outcome.value,
+            now_ms=now,
+            intent_id=intent.intent_id,
+            agent_id=intent.agent_id,
+            reasons=enforcement.reasons,
+            attributes={"held_at_ms": str(pending.held_at_ms)},
+        )
+        return self._finish(intent, raw, pending.intent_digest, enforcement, [event], now)
+
+    def _approve_held(
+        self, intent: Intent, held: list[Verdict], answer: Any, partition: int, now: int
+    ) -> Enforcement:
+        state = GateState(
+            now_ms=now, worker=self.worker, agent=self.states.get(partition, intent.agent_id)
+        )
+        for layer in self.pipeline.layers:
+            if layer.name in RECHECK_ON_REVIEW:
+                verdict = layer.evaluate(intent, state)
+                if verdict.status is not Status.ALLOW:
+                    why = "; ".join(verdict.reasons)
+                    return Enforcement(
+                        Outcome.DENIED,
+                        (f"review approved by {answer.by}, but {layer.name}: {why}",),
+                        (*held, verdict),
+                    )
+        approved = f"approved by reviewer {answer.by}: {answer.reason}"
+        verdicts = tuple(
+            Verdict(v.layer, Status.ALLOW, (*v.reasons, approved), v.evidence, v.duration_us)
+            if v.status is Status.REVIEW
+            else v
+            for v in held
+        )
+        if any(v.status is not Status.ALLOW for v in verdicts):
+            return Enforcement(Outcome.DENIED, ("review: a held verdict was not a hold",), verdicts)
+        return Enforcement(Outcome.APPROVED, (), verdicts)
+
+    # -- records for the next transaction ---------------------------------------------
+
     def emit(self, outputs: Sequence[Output]) -> None:
         """Queue records (e.g. control lineage) for the worker's next transaction."""
         self._pending.extend(outputs)
@@ -193,5 +364,5 @@ class Gate:
         pending, self._pending = self._pending, []
         return pending
 
-    def _lineage_outputs(self, key: bytes | None, events: list[dict[str, object]]) -> list[Output]:
+    def _lineage_outputs(self, key: bytes | None, events: list[dict[str, Any]]) -> list[Output]:
         return [Output("lineage", key, self.codec.encode("LineageEvent", e)) for e in events]

@@ -24,6 +24,8 @@ from processors.exceptions import TrustplaneError
 from processors.verdict import StatefulLayer
 from streams.config import Settings
 
+StateCodec = Any  # a StatefulLayer or anything with state_key / dump_state / load_state
+
 __all__ = ["AgentStates", "KafkaAgentStates", "StateError", "STATE_TOPIC"]
 
 log = logging.getLogger(__name__)
@@ -39,7 +41,7 @@ class StateError(TrustplaneError):
 class AgentStates:
     """In-memory per-agent state (what tests and the offline evaluation use)."""
 
-    def __init__(self, layers: Sequence[StatefulLayer] = ()) -> None:
+    def __init__(self, layers: Sequence[StatefulLayer | StateCodec] = ()) -> None:
         self.layers = {layer.state_key: layer for layer in layers}
         self._states: dict[int, dict[str, dict[str, Any]]] = {}
         self._dirty: set[tuple[int, str]] = set()
@@ -50,6 +52,9 @@ class AgentStates:
         if state is None:
             state = agents[agent_id] = {}
         return state
+
+    def agents(self, partition: int) -> list[tuple[str, dict[str, Any]]]:
+        return list(self._states.get(partition, {}).items())
 
     def touched(self, partition: int, agent_id: str) -> None:
         self._dirty.add((partition, agent_id))
@@ -98,7 +103,7 @@ class AgentStates:
 class KafkaAgentStates(AgentStates):
     """AgentStates backed by the ``gate-state`` changelog topic."""
 
-    def __init__(self, settings: Settings, layers: Sequence[StatefulLayer]) -> None:
+    def __init__(self, settings: Settings, layers: Sequence[StatefulLayer | StateCodec]) -> None:
         super().__init__(layers)
         self.topic = settings.topic(STATE_TOPIC)
         self._consumer = Consumer(

@@ -36,6 +36,9 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec("lineage", "one event per step of every intent"),
     TopicSpec("outcomes", "execution outcomes reported by executors"),
     TopicSpec("control", "signed operator commands (compacted)", compacted=True),
+    TopicSpec(
+        "gate-state", "per-agent state of the stateful layers (compacted changelog)", compacted=True
+    ),
 )
 
 OUTCOME_TOPICS = ("approved", "denied", "review", "rejected")

@@ -133,7 +133,7 @@ class GateWorker:
         if self.control is not None:
             self.control.poll(0)
         messages = self._poll_batch()
-        pending = self.gate.take_pending()
+        pending = self.gate.take_pending() + self.gate.tick()
         if not messages and not pending:
             return
         self.producer.begin_transaction()
@@ -205,7 +205,9 @@ class GateWorker:
         self._rewind()
         if self.states is not None:
             # the batch changed in-memory state that Kafka never committed
-            self.states.restore(tp.partition for tp in self.consumer.assignment())
+            partitions = [tp.partition for tp in self.consumer.assignment()]
+            self.states.restore(partitions)
+            self.gate.reindex(partitions)
 
     def _rewind(self) -> None:
         assignment = self.consumer.assignment()
@@ -221,6 +223,7 @@ class GateWorker:
         log.info("assigned %s", [p.partition for p in partitions])
         if self.states is not None:
             restored = self.states.restore(p.partition for p in partitions)
+            self.gate.reindex(p.partition for p in partitions)
             log.info("restored state of %d agents", restored)
         self.gate.metrics.assigned_partitions.set(len(consumer.assignment()) + len(partitions))
         self.ready.set()

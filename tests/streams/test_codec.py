@@ -139,6 +139,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "issued_at_ms": NOW_MS + 4,
         "expires_at_ms": NOW_MS + 60_004,
         "worker": "gate-0",
+        "intent": b"\xc3\x01intent-bytes",
     },
     "Rejection": {
         "rejection_id": "r-19",

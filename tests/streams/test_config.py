@@ -36,8 +36,8 @@ def test_defaults() -> None:
     assert s.group_id == "trustplane-gate"
     assert s.worker_id == ""
     assert s.state_dir == PROJECT_ROOT / ".state"
-    assert s.allowlist_path == PROJECT_ROOT / "policies" / "allowlist.json"
-    assert s.allowlist_path.is_file()
+    assert s.anomaly_config_path == PROJECT_ROOT / "policies" / "anomaly.toml"
+    assert s.anomaly_config_path.is_file()
     assert s.max_intent_bytes == 256 * 1024
     assert s.layer_timeout_ms == 200
     assert s.transaction_max_records == 200
@@ -89,14 +89,14 @@ def test_environment_overrides_the_file(tmp_path: Path) -> None:
         environ={
             "TRUSTPLANE_PARTITIONS": "8",
             "TRUSTPLANE_WEB_PORT": "0",
-            "TRUSTPLANE_ALLOWLIST_PATH": "/etc/trustplane/allow.json",
+            "TRUSTPLANE_ANOMALY_CONFIG_PATH": "/etc/trustplane/anomaly.toml",
             "PARTITIONS": "99",  # not ours: no prefix
             "HOME": "/root",
         },
     )
     assert s.partitions == 8
     assert s.web_port == 0
-    assert s.allowlist_path == Path("/etc/trustplane/allow.json")
+    assert s.anomaly_config_path == Path("/etc/trustplane/anomaly.toml")
     assert s.topic_prefix == "file."
 
 

@@ -13,18 +13,22 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from processors.authorization import AllowList, AllowListAuthorization
+from processors.approval import ApprovalSigner, KeyringEntry, SigningKeyring, verify_approval
 from processors.intent import Intent
+from processors.keys import Keyset, generate_signing_key
 from processors.pipeline import Pipeline
 from processors.records import SourcePosition
 from processors.verdict import GateState, Verdict
-from streams.app import build_gate
 from streams.codec import MAGIC, Codec, EncodeError, default_codec
 from streams.config import Settings
 from streams.gate import Gate, Output
+from streams.wiring import build_gate
+from tests.processors.allowlist_layer import AllowList, AllowListAuthorization
 from tests.processors.factories import DIGEST, intent_record
 
 NOW_MS = 1_700_000_010_000
+KEYRING = SigningKeyring([KeyringEntry(generate_signing_key(), 0, None)])
+SIGNER = ApprovalSigner(KEYRING)
 """Ten seconds after the factory intent was issued, well before it expires."""
 SOURCE = SourcePosition("intents", 3, 41)
 OUTCOME_TOPICS = frozenset({"approved", "denied", "review", "rejected"})
@@ -54,6 +58,7 @@ def make_gate(
         worker="w1",
         max_intent_bytes=256 * 1024,
         clock=clock,
+        signer=SIGNER,
     )
 
 
@@ -103,7 +108,10 @@ def test_allowed_intent_is_approved_with_an_in_toto_statement() -> None:
 
     envelope = json.loads(approval["envelope"])
     assert envelope["payloadType"] == "application/vnd.in-toto+json"
-    assert envelope["signatures"] == []
+    assert [s["keyid"] for s in envelope["signatures"]] == [KEYRING.signing_key(NOW_MS).kid]
+    verified = verify_approval(envelope, KEYRING.public_keyset(), NOW_MS, intent=value)
+    assert verified.intent_id == "intent-1"
+    assert approval["intent"] == value, "the approval carries the exact intent bytes"
     statement = json.loads(base64.b64decode(envelope["payload"], validate=True))
     assert statement["_type"] == "https://in-toto.io/Statement/v1"
     (subject,) = statement["subject"]
@@ -308,9 +316,10 @@ def test_key_that_is_not_the_agent_id_bytes_is_a_mismatch() -> None:
 
 
 def test_expired_intent_is_denied_by_the_shipped_chain(tmp_path) -> None:
-    allowlist = tmp_path / "allowlist.json"
-    allowlist.write_text(json.dumps(ALLOWLIST))
-    gate = build_gate(Settings(allowlist_path=allowlist, worker_id="w1"))
+    parts = build_gate(
+        Settings(state_dir=tmp_path, worker_id="w1"), keyring=KEYRING, operator_keys=Keyset()
+    )
+    gate = parts.gate
     gate.clock = lambda: 1_700_000_300_001  # 1 ms after the intent expired
     outcome = only_outcome(gate.process(b"billing-agent", encode_intent(), SOURCE))
     assert outcome.topic == "denied"
@@ -330,7 +339,8 @@ def _without_timestamps(record: dict[str, Any]) -> dict[str, Any]:
     if "envelope" in out:
         envelope = json.loads(out["envelope"])
         statement = json.loads(base64.b64decode(envelope.pop("payload")))
-        for name in ("issuedAtMs", "expiresAtMs"):
+        envelope.pop("signatures")  # over the times, so they differ too
+        for name in ("issuedAtMs", "expiresAtMs", "issuedAt", "expiresAt"):
             statement["predicate"].pop(name)
         out["envelope"] = (envelope, statement)
     return out

@@ -1,8 +1,7 @@
-"""Authorization layer, minimal form: a per-agent allow-list of actions.
+"""A test layer: a per-agent allow-list of actions (default deny).
 
-Default deny: an agent that is not listed, or an action it is not allowed, is denied
-with the reason. Identity (signatures), Cedar policy and eligibility replace this in
-the authorization issue; the contract (``evaluate(intent, state) -> Verdict``) stays.
+The first release authorized with this; identity, eligibility and Cedar policy replaced
+it. It stays as a small, predictable layer for tests of the gate and the pipeline.
 """
 
 from __future__ import annotations
@@ -35,7 +34,7 @@ class AllowList:
         except FileNotFoundError as exc:
             raise ConfigError(
                 f"allow-list {path} does not exist",
-                hint="set TRUSTPLANE_ALLOWLIST_PATH, or copy policies/allowlist.json",
+                hint="check the path of the allow-list file",
             ) from exc
         except ValueError as exc:
             raise ConfigError(f"allow-list {path} is not valid JSON: {exc}") from exc
