@@ -26,6 +26,7 @@ install: $(STAMP) ## Create .venv and install trustplane with its dev tools
 
 run: install ## Start Kafka and a gate worker, publish a demo stream, print a summary (both stay up; `make stop`)
 	$(TP) kafka up
+	$(TP) keys init
 	@mkdir -p $(STATE)
 	@if [ -f $(STATE)/worker.pid ] && kill -0 $$(cat $(STATE)/worker.pid) 2>/dev/null; then \
 		echo "gate worker already running (pid $$(cat $(STATE)/worker.pid))"; \

@@ -21,6 +21,8 @@ from rich.table import Table
 
 from processors.exceptions import TrustplaneError
 from streams.config import Settings
+from streams.ops_cli import register_operator_commands
+from streams.policy_cli import policy_app
 
 __all__ = ["main", "cli"]
 
@@ -34,6 +36,7 @@ cli = typer.Typer(
 )
 kafka_cli = typer.Typer(help="The local single-node Kafka broker (KRaft, from Maven Central).")
 cli.add_typer(kafka_cli, name="kafka")
+register_operator_commands(cli, policy_app)
 
 # piped output (CI logs, `make run | tee`) gets a readable width instead of rich's 80
 out = Console(width=None if sys.stdout.isatty() else 140)

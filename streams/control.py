@@ -88,6 +88,26 @@ class ControlFollower:
             count += self.poll(timeout=0.5)
         return count
 
+    def sync(self, timeout: float = 5.0) -> int:
+        """Apply every command published before now (one watermark query per partition).
+
+        The worker calls this before each batch of intents, so a command whose publish
+        was acknowledged before an intent was published is in force for that intent.
+        """
+        count = 0
+        deadline = time.monotonic() + timeout
+        for tp in self.partitions:
+            _, high = self.consumer.get_watermark_offsets(tp, timeout=timeout, cached=False)
+            while self._position(tp.partition) < high:
+                if time.monotonic() > deadline:
+                    raise ControlCatchUpError(
+                        f"control topic not caught up within {timeout:.0f} s",
+                        hint="the worker decides nothing it cannot check against current state",
+                    )
+                # the position moves past commit markers too (checked with librdkafka 2.x)
+                count += self.poll(timeout=0.1)
+        return count
+
     def _position(self, partition: int) -> int:
         (tp,) = self.consumer.position([TopicPartition(self.topic, partition)])
         return int(tp.offset) if tp.offset >= 0 else 0

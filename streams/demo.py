@@ -1,4 +1,4 @@
-"""The demo stream of ``make run``: allowed, denied and malformed intents, then a summary.
+"""The demo stream of ``make run``: allowed, denied, malformed and hostile intents.
 
 Each demo item says what it expects; the summary shows what the running worker did
 with it and why, so a reader sees the gate's decisions without reading topics.
@@ -16,6 +16,7 @@ from typing import Any
 from streams.client import IntentPublisher, OutcomeReader, Received, new_intent
 from streams.codec import Codec, default_codec
 from streams.config import Settings
+from streams.estate import Estate, measurement, setup_estate
 from streams.topics import ensure_topics
 
 __all__ = ["DemoItem", "demo_items", "run_demo", "DemoResult"]
@@ -37,115 +38,114 @@ class DemoItem:
         return "sha256:" + hashlib.sha256(self.value).hexdigest()
 
 
-def _intent_item(
-    codec: Codec,
-    label: str,
-    expected: str,
-    agent: str,
-    action: str,
-    resource: str,
-    seq: int,
-    **params: Any,
-) -> DemoItem:
-    intent = new_intent(agent, action, resource, sequence=seq, parameters=params)
+def _item(codec: Codec, label: str, expected: str, intent: dict[str, Any]) -> DemoItem:
     return DemoItem(
-        label, expected, agent.encode(), codec.encode("Intent", intent), intent["intent_id"]
+        label,
+        expected,
+        str(intent["agent_id"]).encode(),
+        codec.encode("Intent", intent),
+        intent["intent_id"],
     )
 
 
-def demo_items(codec: Codec | None = None) -> list[DemoItem]:
+def demo_items(estate: Estate, codec: Codec | None = None) -> list[DemoItem]:
     """A small, fixed mix: what a platform team would want to see the gate do."""
     c = codec or default_codec()
+    e = estate
+    tampered = {**e.agents["ops-agent"].runtime(), "code_digest": measurement("patched build")}
     items = [
-        _intent_item(
+        _item(
             c,
             "billing pays an invoice",
             "approved",
-            "billing-agent",
-            "payments.transfer",
-            "acct:ACME-42",
-            1,
-            amount=1250.0,
-            currency="EUR",
+            e.intent(
+                "billing-agent", "payments.transfer", "acct:ACME-42", amount=1250.0, currency="EUR"
+            ),
         ),
-        _intent_item(
+        _item(
             c,
             "billing reads invoices",
             "approved",
-            "billing-agent",
-            "invoices.read",
-            "invoice:2026-11",
-            2,
+            e.intent("billing-agent", "invoices.read", "invoice:2026-11"),
         ),
-        _intent_item(
+        _item(
             c,
             "support answers a ticket",
             "approved",
-            "support-bot",
-            "tickets.reply",
-            "ticket:8812",
-            1,
+            e.intent("support-bot", "tickets.reply", "ticket:8812"),
         ),
-        _intent_item(
+        _item(
             c,
-            "support sends an email",
+            "support emails a customer",
             "approved",
-            "support-bot",
-            "email.send",
-            "mailto:customer@example.com",
-            2,
+            e.intent("support-bot", "email.send", "mailto:customer@example.com"),
         ),
-        _intent_item(
+        _item(
             c,
             "deploy to staging",
             "approved",
-            "deploy-bot",
-            "deploy.staging",
-            "service:checkout",
-            1,
+            e.intent("deploy-bot", "deploy.staging", "service:checkout"),
         ),
-        _intent_item(
+        _item(
             c,
             "analytics runs a query",
             "approved",
-            "analytics-agent",
-            "warehouse.query",
-            "table:orders",
-            1,
+            e.intent("analytics-agent", "warehouse.query", "table:orders"),
         ),
-        _intent_item(
+        _item(
             c,
             "support tries a payment",
             "denied",
-            "support-bot",
-            "payments.transfer",
-            "acct:ACME-42",
-            3,
-            amount=9_900_000.0,
+            e.intent(
+                "support-bot", "payments.transfer", "acct:ACME-42", amount=90.0, currency="EUR"
+            ),
         ),
-        _intent_item(
+        _item(
             c,
-            "deploy to production",
+            "a 75,000 EUR transfer",
             "denied",
-            "deploy-bot",
-            "deploy.production",
-            "service:checkout",
-            2,
+            e.intent(
+                "billing-agent", "payments.transfer", "acct:ACME-42", amount=75000.0, currency="EUR"
+            ),
         ),
-        _intent_item(
+        _item(
             c,
-            "analytics exports data",
+            "deploy to production off CI",
             "denied",
-            "analytics-agent",
-            "warehouse.export",
-            "s3://unknown-bucket/dump",
-            2,
+            e.intent("deploy-bot", "deploy.production", "service:checkout"),
         ),
-        _intent_item(
-            c, "unregistered agent", "denied", "shadow-agent", "db.drop", "db:production", 1
+        _item(
+            c,
+            "export to an unknown bucket",
+            "denied",
+            e.intent("analytics-agent", "warehouse.export", "s3://unknown-bucket/dump"),
+        ),
+        _item(
+            c,
+            "unregistered agent",
+            "denied",
+            new_intent("shadow-agent", "db.drop", "db:production", sequence=1),
+        ),
+        _item(
+            c,
+            "signed with someone else's key",
+            "denied",
+            e.intent("billing-agent", "invoices.read", "invoice:1", sign_with=e.key("ops-agent")),
+        ),
+        _item(
+            c,
+            "tampered runtime (quarantines)",
+            "denied",
+            e.intent("ops-agent", "reports.read", "report:q3", runtime=tampered),
+        ),
+        _item(
+            c,
+            "same agent, next intent",
+            "denied",
+            e.intent("ops-agent", "reports.read", "report:q4"),
         ),
     ]
-    good = c.encode("Intent", new_intent("billing-agent", "invoices.read", "invoice:1", sequence=9))
+    good = items[1].value
     wrong_type = c.encode(
         "Outcome",
         {
@@ -159,13 +159,13 @@ def demo_items(codec: Codec | None = None) -> list[DemoItem]:
             "reported_at_ms": 0,
         },
     )
-    bad_digest = new_intent("billing-agent", "invoices.read", "invoice:2", sequence=10)
+    bad_digest = e.intent("billing-agent", "invoices.read", "invoice:2")
     bad_digest["runtime"]["code_digest"] = "md5:abc"
     items += [
         DemoItem("random bytes", "rejected", b"billing-agent", os.urandom(64)),
         DemoItem("truncated Avro", "rejected", b"billing-agent", good[: len(good) // 2]),
         DemoItem("an Outcome record on intents", "rejected", b"billing-agent", wrong_type),
-        DemoItem("intent without a key", "rejected", None, good + b""),
+        DemoItem("intent without a key", "rejected", None, good),
         DemoItem("key is not the agent id", "rejected", b"support-bot", good),
         DemoItem(
             "malformed code digest", "rejected", b"billing-agent", c.encode("Intent", bad_digest)
@@ -196,9 +196,10 @@ def run_demo(
     progress: Callable[[int, int], None] | None = None,
 ) -> DemoResult:
     codec = default_codec()
-    items = demo_items(codec)
     started = time.monotonic()
     ensure_topics(settings)  # the worker creates them too, but may still be starting
+    estate = setup_estate(settings)
+    items = demo_items(estate, codec)
     reader = OutcomeReader(settings, from_beginning=False)
     with IntentPublisher(settings, codec) as publisher:
         for item in items:
@@ -239,7 +240,9 @@ def _match(
 def _reason(received: Received) -> str:
     record = received.record or {}
     if received.topic == "approved":
-        return "; ".join(r for v in record.get("verdicts", []) for r in v.get("reasons", []))
+        verdicts = {v["layer"]: v for v in record.get("verdicts", [])}
+        policy = verdicts.get("policy") or {}
+        return "; ".join(policy.get("reasons", [])) or "every layer allowed"
     if received.topic == "rejected":
         return f"{record.get('reason_code')}: {record.get('reason')}"
     return "; ".join(record.get("reasons", []))

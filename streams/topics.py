@@ -25,6 +25,8 @@ class TopicSpec:
     name: str
     doc: str
     compacted: bool = False
+    partitions: int | None = None
+    """Fixed partition count (None: ``settings.partitions``)."""
 
 
 TOPICS: tuple[TopicSpec, ...] = (
@@ -35,7 +37,7 @@ TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec("rejected", "input that is not a valid intent, with the reason"),
     TopicSpec("lineage", "one event per step of every intent"),
     TopicSpec("outcomes", "execution outcomes reported by executors"),
-    TopicSpec("control", "signed operator commands (compacted)", compacted=True),
+    TopicSpec("control", "signed operator commands (compacted, one partition: one order)", True, 1),
     TopicSpec(
         "gate-state", "per-agent state of the stateful layers (compacted changelog)", compacted=True
     ),
@@ -61,7 +63,7 @@ def ensure_topics(
     new = [
         NewTopic(
             settings.topic(spec.name),
-            num_partitions=settings.partitions,
+            num_partitions=spec.partitions or settings.partitions,
             replication_factor=-1,
             config={
                 "cleanup.policy": "compact" if spec.compacted else "delete",

@@ -130,9 +130,12 @@ class GateWorker:
     # -- one transaction ----------------------------------------------------
 
     def _run_batch(self) -> None:
-        if self.control is not None:
-            self.control.poll(0)
         messages = self._poll_batch()
+        if self.control is not None:
+            if messages:
+                self.control.sync()
+            else:
+                self.control.poll(0)
         pending = self.gate.take_pending() + self.gate.tick()
         if not messages and not pending:
             return
