@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -19,9 +20,13 @@ import pytest
 
 from streams.config import PROJECT_ROOT, Settings
 from streams.localkafka import LocalKafka
+from streams.operator import ensure_local_keys
 from streams.topics import ensure_topics
 
-TEST_STATE_DIR = PROJECT_ROOT / ".state" / "test-kafka"
+# TRUSTPLANE_TEST_KAFKA_DIR lets two test runs on one machine use two brokers
+TEST_STATE_DIR = Path(
+    os.environ.get("TRUSTPLANE_TEST_KAFKA_DIR", PROJECT_ROOT / ".state" / "test-kafka")
+)
 
 
 @pytest.fixture(scope="session")
@@ -36,8 +41,9 @@ def kafka_bootstrap() -> Iterator[str]:
 
 
 @pytest.fixture
-def settings_factory(kafka_bootstrap: str) -> Callable[..., Settings]:
-    """Settings with a fresh topic prefix and consumer group: tests never share topics."""
+def settings_factory(kafka_bootstrap: str, tmp_path: Path) -> Callable[..., Settings]:
+    """Settings with a fresh topic prefix, consumer group and key folder: tests never
+    share topics or state."""
 
     def make(**overrides: object) -> Settings:
         tag = uuid.uuid4().hex[:8]
@@ -48,10 +54,12 @@ def settings_factory(kafka_bootstrap: str) -> Callable[..., Settings]:
             "worker_id": f"w-{tag}",
             "partitions": 4,
             "web_port": _free_port(),
+            "state_dir": tmp_path / f"state-{tag}",
         }
         values.update(overrides)
         settings = Settings(**values)  # type: ignore[arg-type]
         ensure_topics(settings)
+        ensure_local_keys(settings)
         return settings
 
     return make
@@ -78,17 +86,13 @@ class WorkerProcess:
     _log: object = field(default=None, repr=False)
 
     def env(self) -> dict[str, str]:
-        s = self.settings
-        return {
-            **os.environ,
-            "TRUSTPLANE_BOOTSTRAP_SERVERS": s.bootstrap_servers,
-            "TRUSTPLANE_TOPIC_PREFIX": s.topic_prefix,
-            "TRUSTPLANE_GROUP_ID": s.group_id,
-            "TRUSTPLANE_WORKER_ID": s.worker_id,
-            "TRUSTPLANE_PARTITIONS": str(s.partitions),
-            "TRUSTPLANE_WEB_PORT": str(s.web_port),
-            "TRUSTPLANE_STATE_DIR": str(s.state_dir),
-        }
+        """Every setting of this test, as the TRUSTPLANE_* variables an operator would set."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TRUSTPLANE_")}
+        for f in dataclasses.fields(self.settings):
+            value = getattr(self.settings, f.name)
+            if f.name != "extra" and value is not None:
+                env[f"TRUSTPLANE_{f.name.upper()}"] = str(value)
+        return env
 
     def start(self, wait_ready: bool = True, timeout: float = 60.0) -> WorkerProcess:
         log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
