@@ -31,6 +31,12 @@ from processors.anomaly import AnomalyCheck, AnomalyConfig
 from processors.enforcement import Enforcement, Outcome
 from processors.exceptions import ValidationError
 from processors.freshness import Freshness
+from processors.integrity import (
+    IntegrityCheck,
+    IntegrityConfig,
+    RuntimeRegistration,
+    RuntimeRegistry,
+)
 from processors.intent import Intent
 from processors.pipeline import Pipeline
 from processors.verdict import GateState, Layer, Status
@@ -417,15 +423,36 @@ def default_report(
     config: AnomalyConfig | Path | str | None = None,
     roundtrip_state: bool = False,
 ) -> Report:
-    """The published evaluation: the generated workload through Freshness + AnomalyCheck."""
+    """The published evaluation: the generated workload through runtime integrity (with
+    the workload's runtimes registered), freshness and the anomaly layer."""
     workload = generate(seed, duration_ms, start_ms)
-    return evaluate(workload, default_decider(config=config, roundtrip_state=roundtrip_state))
+    decider = default_decider(
+        [integrity_for(workload)], config=config, roundtrip_state=roundtrip_state
+    )
+    return evaluate(workload, decider)
+
+
+def integrity_for(workload: Workload, config: IntegrityConfig | None = None) -> IntegrityCheck:
+    """The real integrity layer, with every runtime of the workload's agents registered."""
+    registry = RuntimeRegistry()
+    for profile in workload.agents.values():
+        runtime = profile.runtime
+        registry.register(
+            RuntimeRegistration(
+                runtime_id=runtime["runtime_id"],
+                code_digests=frozenset({runtime["code_digest"]}),
+                config_digests=frozenset({runtime["config_digest"]}),
+                environment=runtime["environment"],
+                hosts=frozenset(),
+            )
+        )
+    return IntegrityCheck(registry, config)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m processors.evaluation",
-        description="Evaluate freshness + anomaly on a labelled synthetic workload.",
+        description="Evaluate integrity + freshness + anomaly on a labelled synthetic workload.",
     )
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--days", type=float, default=3.0)

@@ -247,3 +247,21 @@ def test_a_custom_anomaly_config_changes_the_result(workload: Workload):
 def test_an_offline_gate_needs_layers():
     with pytest.raises(ValueError, match="at least one layer"):
         OfflineGate([])
+
+
+# --------------------------------------------------------------------------- the published report
+
+
+def test_the_published_report_catches_every_attack_with_few_false_positives():
+    """`python -m processors.evaluation`: integrity + freshness + anomaly, real layers."""
+    from processors.evaluation import default_report
+
+    published = default_report(seed=7, duration_ms=DAY_MS)
+    assert published.layers == ("integrity", "freshness", "anomaly")
+    missed = [s.name for s in published.scenarios if not s.caught]
+    assert not missed, f"attacks not caught: {missed}"
+    for name in ("tampered_runtime", "replay"):
+        assert published.scenario(name).first_layer == "integrity"
+    for name in ("runaway_loop", "novel_destructive_action", "amount_escalation"):
+        assert published.scenario(name).first_layer == "anomaly"
+    assert published.false_positive_rate < 0.01
