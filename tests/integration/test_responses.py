@@ -1,0 +1,142 @@
+"""Responses on a running pipeline: kill switch, human review, quarantine, restarts."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from processors.approval import verify_approval
+from processors.keys import Keyset
+from streams.client import IntentPublisher, OutcomeReader, Received
+from streams.config import Settings
+from streams.estate import Estate, measurement, setup_estate
+from streams.operator import OperatorClient
+
+pytestmark = pytest.mark.broker
+
+DATA = Path(__file__).parent / "data"
+
+
+def decide(settings: Settings, intent: dict, *, timeout: float = 30.0) -> Received:
+    """Publish one intent and wait for its (first) outcome."""
+    with OutcomeReader(settings, from_beginning=False) as reader:
+        with IntentPublisher(settings) as publisher:
+            publisher.publish(intent)
+        return wait_for(reader, intent["intent_id"], timeout=timeout)
+
+
+def wait_for(reader: OutcomeReader, intent_id: str, *, timeout: float, topics=None) -> Received:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for received in reader.read(timeout=0.5):
+            if received.record and received.record.get("intent_id") == intent_id:
+                if topics is None or received.topic in topics:
+                    return received
+    raise AssertionError(f"no outcome for {intent_id} within {timeout} s")
+
+
+def reasons(received: Received) -> str:
+    return "; ".join(received.record.get("reasons", []))
+
+
+@pytest.fixture
+def estate(settings: Settings) -> Estate:
+    return setup_estate(settings)
+
+
+def test_kill_switch_applies_to_the_next_intent(settings, estate, worker_factory):
+    worker_factory(settings).start()
+    assert decide(settings, estate.intent("support-bot", "tickets.reply", "ticket:1")).topic == (
+        "approved"
+    )
+    with OperatorClient(settings) as operator:
+        operator.send(
+            "killswitch.engage",
+            {"scope": "action", "target": "tickets.*", "reason": "incident 42"},
+            subject="killswitch/action/tickets.*",
+        )
+    stopped = decide(settings, estate.intent("support-bot", "tickets.reply", "ticket:2"))
+    assert stopped.topic == "denied"
+    assert "kill switch (action 'tickets.*')" in reasons(stopped)
+    assert "incident 42" in reasons(stopped)
+    other = decide(settings, estate.intent("support-bot", "email.send", "mailto:a@example.com"))
+    assert other.topic == "approved", "an action switch stops only matching actions"
+    with OperatorClient(settings) as operator:
+        operator.send(
+            "killswitch.release",
+            {"scope": "action", "target": "tickets.*"},
+            subject="killswitch/action/tickets.*",
+        )
+    assert decide(settings, estate.intent("support-bot", "tickets.reply", "ticket:3")).topic == (
+        "approved"
+    )
+
+
+def test_review_answers_and_timeout(settings_factory, worker_factory):
+    settings = settings_factory(
+        anomaly_config_path=DATA / "anomaly-review.toml", review_timeout_ms=3000
+    )
+    estate = setup_estate(settings)
+    worker_factory(settings).start()
+    for n in range(2):
+        assert decide(settings, estate.intent("support-bot", "tickets.reply", f"t:{n}")).topic == (
+            "approved"
+        )
+    held = estate.intent("support-bot", "tickets.reply", "t:held")
+    first = decide(settings, held)
+    assert first.topic == "review"
+    assert "rate" in reasons(first)
+
+    with OutcomeReader(settings, from_beginning=False) as reader:
+        with OperatorClient(settings) as operator:
+            operator.send(
+                "review.approve",
+                {"intent_id": held["intent_id"], "reason": "customer escalation"},
+                subject=f"review/{held['intent_id']}",
+            )
+        final = wait_for(reader, held["intent_id"], timeout=30, topics=("approved", "denied"))
+    assert final.topic == "approved", reasons(final)
+    keyset = Keyset.from_file(settings.resolved_keys_dir / "approvals.jwks.json")
+    verified = verify_approval(
+        final.record["envelope"], keyset, time.time_ns() // 1_000_000, intent=final.record["intent"]
+    )
+    assert verified.intent_id == held["intent_id"], "an approved review is signed like any other"
+
+    ignored = estate.intent("support-bot", "tickets.reply", "t:ignored")
+    with OutcomeReader(settings, from_beginning=False) as reader:
+        with IntentPublisher(settings) as publisher:
+            publisher.publish(ignored)
+        assert wait_for(reader, ignored["intent_id"], timeout=30).topic == "review"
+        timed_out = wait_for(
+            reader, ignored["intent_id"], timeout=30, topics=("approved", "denied")
+        )
+    assert timed_out.topic == "denied"
+    assert "denied by timeout" in reasons(timed_out)
+
+
+def test_quarantine_and_replay_protection_survive_a_crash(settings, estate, worker_factory):
+    first = worker_factory(settings).start()
+    replayed = estate.intent("billing-agent", "invoices.read", "invoice:7")
+    assert decide(settings, replayed).topic == "approved"
+    tampered = {**estate.agents["ops-agent"].runtime(), "code_digest": measurement("patched")}
+    violation = decide(
+        settings, estate.intent("ops-agent", "reports.read", "r:1", runtime=tampered)
+    )
+    assert violation.topic == "denied"
+    assert "integrity: attestation" in reasons(violation)
+
+    first.kill()
+    worker_factory(settings).start()
+
+    again = decide(settings, replayed)
+    assert again.topic == "denied", "the same signed intent, replayed after a restart"
+    assert "replay" in reasons(again)
+    quarantined = decide(settings, estate.intent("ops-agent", "reports.read", "r:2"))
+    assert quarantined.topic == "denied"
+    assert "quarantined since" in reasons(quarantined)
+
+    with OperatorClient(settings) as operator:
+        operator.send("agent.release", {"agent_id": "ops-agent", "reason": "rebuilt the host"})
+    assert decide(settings, estate.intent("ops-agent", "reports.read", "r:3")).topic == "approved"
