@@ -53,8 +53,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
-from cryptography.exceptions import InvalidSignature
-
 from processors.dsse import CanonicalizationError, canonical_json, pae, sign_envelope
 from processors.enforcement import Enforcement, Outcome
 from processors.exceptions import TrustplaneError
@@ -63,11 +61,13 @@ from processors.keys import (
     KeyEntry,
     KeyError_,
     Keyset,
+    SignatureError,
     SigningKey,
     generate_signing_key,
     load_private_key,
     private_key_from_pem,
     save_private_key,
+    verify_signature,
 )
 from processors.verdict import Status, Verdict
 
@@ -1111,8 +1111,8 @@ def _verify_signatures(
             )
             continue
         try:
-            entry.public_key.verify(signature, message)
-        except InvalidSignature:
+            verify_signature(entry.public_key, signature, message)
+        except SignatureError:
             sig_problems.append(
                 f"signatures[{n}] by key {kid!r} does not verify: the payload or its type "
                 "was changed after signing, or the signature is corrupt"
