@@ -28,19 +28,26 @@ run: install ## Start Kafka and a gate worker, publish a demo stream, print a su
 	$(TP) kafka up
 	$(TP) keys init
 	@mkdir -p $(STATE)
-	@if [ -f $(STATE)/worker.pid ] && kill -0 $$(cat $(STATE)/worker.pid) 2>/dev/null; then \
-		echo "gate worker already running (pid $$(cat $(STATE)/worker.pid))"; \
-	else \
-		nohup $(TP) worker > $(STATE)/worker.log 2>&1 & echo $$! > $(STATE)/worker.pid; \
-		echo "gate worker started (pid $$(cat $(STATE)/worker.pid), log $(STATE)/worker.log)"; \
-	fi
+	@for svc in worker sink; do \
+		if [ -f $(STATE)/$$svc.pid ] && kill -0 $$(cat $(STATE)/$$svc.pid) 2>/dev/null; then \
+			echo "$$svc already running (pid $$(cat $(STATE)/$$svc.pid))"; \
+		else \
+			nohup $(TP) $$svc > $(STATE)/$$svc.log 2>&1 & echo $$! > $(STATE)/$$svc.pid; \
+			echo "$$svc started (pid $$(cat $(STATE)/$$svc.pid), log $(STATE)/$$svc.log)"; \
+		fi; \
+	done
 	$(TP) demo
+	@sleep 2
+	@echo; echo "Lineage in ClickHouse (embedded chDB), by SQL:"
+	$(TP) sql "SELECT stage, status, count() AS events FROM lineage_events GROUP BY stage, status ORDER BY stage, status"
 	@echo
 	@echo "Left running: Kafka ($$($(TP) kafka status | sed 's/.*at //;s/ .*//')) and the gate worker (metrics: http://127.0.0.1:6066/metrics)."
 	@echo "Try: $(TP) tail denied --from-beginning --idle 2    Stop everything: make stop"
 
-stop: ## Stop the gate worker and Kafka
-	@if [ -f $(STATE)/worker.pid ]; then kill $$(cat $(STATE)/worker.pid) 2>/dev/null || true; rm -f $(STATE)/worker.pid; echo "gate worker stopped"; fi
+stop: ## Stop the gate worker, the sink and Kafka
+	@for svc in worker sink; do \
+		if [ -f $(STATE)/$$svc.pid ]; then kill $$(cat $(STATE)/$$svc.pid) 2>/dev/null || true; rm -f $(STATE)/$$svc.pid; echo "$$svc stopped"; fi; \
+	done
 	@if [ -x $(TP) ]; then $(TP) kafka down; fi
 
 test: install ## Run the whole test suite (starts its own Kafka broker)

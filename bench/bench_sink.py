@@ -1,6 +1,6 @@
 """Benchmark the lineage sink's write path into chDB, without Kafka.
 
-    .venv/bin/python bench/bench_sink.py [--events 200000] [--batch 5000] [--keep DIR]
+    .venv/bin/python bench/bench_sink.py [--events 200000] [--batch 20000] [--rounds 3] [--keep DIR]
 
 Measures, in one process on a fresh chDB folder (target: >= 50,000 lineage rows/s):
 
@@ -50,23 +50,37 @@ def lineage_event(n: int, run: str) -> dict[str, Any]:
     }
 
 
+Timing = tuple[float, float]
+"""(wall seconds, CPU seconds of this process: the caller's thread and chDB's)."""
+
+
+def _clock() -> Timing:
+    return time.perf_counter(), time.process_time()
+
+
+def _since(start: Timing) -> Timing:
+    wall, cpu = _clock()
+    return wall - start[0], cpu - start[1]
+
+
 def write(
     store: ClickHouseSink, records: list[dict[str, Any]], batch: int, offset: int = 0
-) -> float:
-    """Seconds to map, add and flush ``records`` in batches of ``batch``."""
-    started = time.perf_counter()
+) -> Timing:
+    """Time to map, add and flush ``records`` in batches of ``batch``."""
+    started = _clock()
     for n, record in enumerate(records, start=1):
         table, row = map_record("lineage", record, partition=n % 4, offset=offset + n)
         store.add(table, row)
         if n % batch == 0:
             store.flush()
     store.flush()
-    return time.perf_counter() - started
+    return _since(started)
 
 
-def write_encoded(store: ClickHouseSink, values: list[bytes], batch: int) -> float:
+def write_encoded(store: ClickHouseSink, values: list[bytes], batch: int) -> Timing:
+    """The same from the bytes of Kafka record values (decode included)."""
     codec = default_codec()
-    started = time.perf_counter()
+    started = _clock()
     for n, value in enumerate(values, start=1):
         record = codec.decode(value, "LineageEvent")
         table, row = map_record("lineage", record, partition=n % 4, offset=n)
@@ -74,13 +88,15 @@ def write_encoded(store: ClickHouseSink, values: list[bytes], batch: int) -> flo
         if n % batch == 0:
             store.flush()
     store.flush()
-    return time.perf_counter() - started
+    return _since(started)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=200_000, help="rows per round")
-    parser.add_argument("--batch", type=int, default=5000, help="rows per flush (sink_batch_rows)")
+    parser.add_argument(
+        "--batch", type=int, default=20_000, help="rows per flush (sink_batch_rows)"
+    )
     parser.add_argument("--rounds", type=int, default=3, help="rounds per path; median reported")
     parser.add_argument("--keep", type=Path, help="use (and keep) this chDB folder")
     args = parser.parse_args()
@@ -92,26 +108,30 @@ def main() -> None:
     written = 0
     try:
         rates: dict[str, list[float]] = {"map + insert": [], "decode + map + insert": []}
+        cpu: dict[str, list[float]] = {"map + insert": [], "decode + map + insert": []}
         for round_ in range(args.rounds):
             records = [lineage_event(n, f"m{round_}") for n in range(args.events)]
-            rates["map + insert"].append(args.events / write(store, records, args.batch))
+            wall, used = write(store, records, args.batch)
+            rates["map + insert"].append(args.events / wall)
+            cpu["map + insert"].append(args.events / used)
             values = [
                 codec.encode("LineageEvent", lineage_event(n, f"d{round_}"))
                 for n in range(args.events)
             ]
-            rates["decode + map + insert"].append(
-                args.events / write_encoded(store, values, args.batch)
-            )
+            wall, used = write_encoded(store, values, args.batch)
+            rates["decode + map + insert"].append(args.events / wall)
+            cpu["decode + map + insert"].append(args.events / used)
             written += 2 * args.events
+        print(f"{args.rounds} rounds x {args.events:,} lineage rows, flush every {args.batch:,}")
         for path, samples in rates.items():
             print(
-                f"{path:<22} median {statistics.median(samples):>9,.0f} rows/s  "
-                f"(best {max(samples):,.0f}, worst {min(samples):,.0f}; "
-                f"{args.rounds} x {args.events:,} rows, batch {args.batch})"
+                f"{path:<22} median {statistics.median(samples):>8,.0f} rows/s wall "
+                f"(best {max(samples):,.0f}, worst {min(samples):,.0f}); "
+                f"{statistics.median(cpu[path]):,.0f} rows per CPU-second"
             )
 
         records = [lineage_event(n, "m0") for n in range(args.events)]
-        seconds = write(store, records, args.batch + 1234, offset=10**9)
+        seconds, _ = write(store, records, args.batch + 1234, offset=10**9)
         total = store.count("lineage_events")
         print(
             f"redelivery of {args.events:,} rows in {seconds:.2f} s: "

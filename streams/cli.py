@@ -23,6 +23,8 @@ from processors.exceptions import TrustplaneError
 from streams.config import Settings
 from streams.ops_cli import register_operator_commands
 from streams.policy_cli import policy_app
+from streams.sql_cli import sink as sink_command
+from streams.sql_cli import sql as sql_command
 
 __all__ = ["main", "cli"]
 
@@ -37,6 +39,8 @@ cli = typer.Typer(
 kafka_cli = typer.Typer(help="The local single-node Kafka broker (KRaft, from Maven Central).")
 cli.add_typer(kafka_cli, name="kafka")
 register_operator_commands(cli, policy_app)
+cli.command("sql")(sql_command)
+cli.command("sink")(sink_command)
 
 # piped output (CI logs, `make run | tee`) gets a readable width instead of rich's 80
 out = Console(width=None if sys.stdout.isatty() else 140)

@@ -78,6 +78,18 @@ class Settings:
     (default: <keys_dir>/operator.pem)."""
     signing_keys_dir: Path | None = None
     """The gate's approval signing keyring (default: <keys_dir>/signing)."""
+    clickhouse_url: str = ""
+    """A ClickHouse server (``http://user:pass@host:8123/db``); empty: embedded chDB."""
+    clickhouse_dir: Path | None = None
+    """The embedded chDB data folder (default: <state_dir>/clickhouse)."""
+    sink_http_port: int = 6068
+    """The sink's read-only SQL endpoint on 127.0.0.1 (0 disables it)."""
+    sink_batch_rows: int = 20_000
+    """The sink writes at least every this many records..."""
+    sink_batch_ms: int = 1_000
+    """... or this often."""
+    sink_query_timeout_s: int = 60
+    """Longest a read-only query may run."""
     web_port: int = 6066
     """Port of the worker's /metrics and /healthz endpoints (0 disables them)."""
     extra: Mapping[str, str] = field(default_factory=dict)
@@ -92,6 +104,11 @@ class Settings:
             raise ConfigError(f"layer_timeout_ms must be >= 1, got {self.layer_timeout_ms}")
         if self.transaction_max_records < 1 or self.transaction_max_ms < 1:
             raise ConfigError("transaction_max_records and transaction_max_ms must be >= 1")
+        if self.sink_batch_rows < 1 or self.sink_batch_ms < 1:
+            raise ConfigError("sink_batch_rows and sink_batch_ms must be >= 1")
+        for name in ("web_port", "sink_http_port"):
+            if not 0 <= getattr(self, name) <= 65535:
+                raise ConfigError(f"{name} must be a port number (0-65535)")
         if self.quarantine_scope not in ("agent", "runtime"):
             raise ConfigError(
                 f"quarantine_scope must be 'agent' or 'runtime', got {self.quarantine_scope!r}"

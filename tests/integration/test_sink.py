@@ -1,0 +1,467 @@
+"""The lineage sink on the real broker: a real `sink` process writing an embedded chDB store.
+
+Crash it between the ClickHouse write and the Kafka commit, SIGKILL it, restart it: the
+stored rows equal the records produced, each once. A poison record goes to `rejected`
+with a reason and the sink goes on. And end to end: a real gate worker's lineage and
+outcomes land in the store.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Producer
+
+from sinks.base import QueryResult
+from streams.client import IntentPublisher, OutcomeReader, new_intent
+from streams.codec import default_codec
+from streams.config import PROJECT_ROOT, Settings
+from streams.sink import SinkQueryClient
+
+pytestmark = pytest.mark.broker
+
+NOW = time.time_ns() // 1_000_000
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class SinkProcess:
+    """A real `python -m streams.sql_cli sink` process."""
+
+    settings: Settings
+    data_dir: Path
+    log_path: Path
+    port: int = field(default_factory=_free_port)
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def client(self) -> SinkQueryClient:
+        return SinkQueryClient(f"http://127.0.0.1:{self.port}", timeout_s=30)
+
+    def start(self, *extra: str, wait_ready: bool = True) -> SinkProcess:
+        s = self.settings
+        env = {
+            **os.environ,
+            "TRUSTPLANE_BOOTSTRAP_SERVERS": s.bootstrap_servers,
+            "TRUSTPLANE_TOPIC_PREFIX": s.topic_prefix,
+            "TRUSTPLANE_GROUP_ID": s.group_id,
+            "TRUSTPLANE_WORKER_ID": s.worker_id,
+            "TRUSTPLANE_PARTITIONS": str(s.partitions),
+            "TRUSTPLANE_STATE_DIR": str(self.data_dir.parent),
+        }
+        command = [
+            sys.executable,
+            "-m",
+            "streams.sql_cli",
+            "sink",
+            "--data-dir",
+            str(self.data_dir),
+            "--http-port",
+            str(self.port),
+            *extra,
+        ]
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                command, env=env, stdout=log, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT
+            )
+        if wait_ready:
+            self.wait_ready()
+        return self
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")[-4000:]
+
+    def wait_ready(self, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"sink exited early ({self.proc.returncode}):\n{self.log()}")
+            health = self.client.health(timeout_s=1)
+            if health and health.get("ready"):
+                return
+            time.sleep(0.2)
+        raise AssertionError(f"sink not ready in {timeout}s:\n{self.log()}")
+
+    def health(self) -> dict[str, Any]:
+        return self.client.health() or {}
+
+    def query(self, sql: str) -> QueryResult:
+        return self.client.query(sql)
+
+    def wait_exit(self, timeout: float = 60.0) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def kill(self) -> None:
+        """SIGKILL: no flush, no commit, no goodbye."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+@pytest.fixture
+def sink_factory(tmp_path: Path) -> Iterator[Callable[[Settings], SinkProcess]]:
+    sinks: list[SinkProcess] = []
+
+    def make(settings: Settings) -> SinkProcess:
+        sink = SinkProcess(settings, tmp_path / "state" / "clickhouse", tmp_path / "sink.log")
+        sinks.append(sink)
+        return sink
+
+    yield make
+    for sink in sinks:
+        sink.stop()
+
+
+def wait_for(check: Callable[[], bool], timeout: float, what: str, sink: SinkProcess) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}:\n{sink.log()}")
+
+
+# -- producing records the way the gate and executors do --------------------------------
+
+
+def lineage_event(n: int) -> dict[str, Any]:
+    return {
+        "event_id": f"ev-{n}",
+        "intent_id": f"i-{n // 4}",
+        "agent_id": f"agent-{n % 5}",
+        "stage": ("decode", "freshness", "allowlist", "enforcement")[n % 4],
+        "event_type": "layer.verdict",
+        "status": "ALLOW",
+        "reasons": [],
+        "attributes": {"duration_us": str(n % 97)},
+        "occurred_at_ms": NOW + n,
+        "worker": "w",
+    }
+
+
+def approval(n: int) -> dict[str, Any]:
+    return {
+        "approval_id": f"ap-{n}",
+        "intent_id": f"ia-{n}",
+        "agent_id": f"agent-{n % 5}",
+        "action": "payments.transfer",
+        "resource": f"inv:{n}",
+        "intent_digest": "sha256:" + "a" * 64,
+        "verdicts": [{"layer": "allowlist", "status": "ALLOW", "reasons": [], "duration_us": 5}],
+        "envelope": b"{}",
+        "issued_at_ms": NOW,
+        "expires_at_ms": NOW + 300_000,
+        "worker": "w",
+    }
+
+
+def decision(n: int, outcome: str) -> dict[str, Any]:
+    return {
+        "decision_id": f"d-{outcome}-{n}",
+        "intent_id": f"id-{outcome}-{n}",
+        "agent_id": f"agent-{n % 5}",
+        "outcome": outcome,
+        "reasons": [f"reason {n % 3}"],
+        "verdicts": [],
+        "intent_digest": "sha256:" + "b" * 64,
+        "decided_at_ms": NOW,
+        "worker": "w",
+    }
+
+
+def rejection(n: int) -> dict[str, Any]:
+    return {
+        "rejection_id": f"rej-{n}",
+        "source_topic": "intents",
+        "source_partition": 0,
+        "source_offset": n,
+        "key": None,
+        "value_sha256": "sha256:" + "c" * 64,
+        "value_prefix": b"",
+        "value_size": 0,
+        "reason_code": "empty",
+        "reason": "the record value is empty",
+        "rejected_at_ms": NOW,
+        "worker": "w",
+    }
+
+
+def outcome(n: int) -> dict[str, Any]:
+    return {
+        "outcome_id": f"o-{n}",
+        "approval_id": f"ap-{n}",
+        "intent_id": f"ia-{n}",
+        "agent_id": f"agent-{n % 5}",
+        "executor_id": "exec",
+        "status": "EXECUTED",
+        "detail": "",
+        "reported_at_ms": NOW,
+    }
+
+
+WORKLOAD = {
+    # logical topic: (record type, count, builder)
+    "lineage": ("LineageEvent", 4000, lineage_event),
+    "approved": ("Approval", 600, approval),
+    "denied": ("Decision", 400, lambda n: decision(n, "DENIED")),
+    "review": ("Decision", 100, lambda n: decision(n, "REVIEW")),
+    "rejected": ("Rejection", 100, rejection),
+    "outcomes": ("Outcome", 300, outcome),
+}
+EXPECTED = {
+    "lineage_events": 4000,
+    "approvals": 600,
+    "decisions": 500,
+    "rejections": 100,
+    "outcomes": 300,
+}
+ID_COLUMNS = {
+    "lineage_events": "event_id",
+    "approvals": "approval_id",
+    "decisions": "decision_id",
+    "rejections": "rejection_id",
+    "outcomes": "outcome_id",
+}
+
+
+def produce(settings: Settings, messages: list[tuple[str, bytes | None, bytes]]) -> None:
+    producer = Producer({**settings.kafka_config(), "enable.idempotence": True, "linger.ms": 5})
+    for topic, key, value in messages:
+        while True:
+            try:
+                producer.produce(settings.topic(topic), key=key, value=value)
+                break
+            except BufferError:
+                producer.poll(0.1)
+        producer.poll(0)
+    assert producer.flush(30) == 0
+
+
+def produce_workload(settings: Settings) -> None:
+    codec = default_codec()
+    messages: list[tuple[str, bytes | None, bytes]] = []
+    for topic, (name, count, build) in WORKLOAD.items():
+        for n in range(count):
+            record = build(n)
+            key = (record.get("agent_id") or "").encode() or None
+            messages.append((topic, key, codec.encode(name, record)))
+    produce(settings, messages)
+
+
+def counts(sink: SinkProcess) -> dict[str, tuple[int, int]]:
+    """Per table: (rows in the deduplicating view, distinct record ids)."""
+    result = {}
+    for table, id_column in ID_COLUMNS.items():
+        sql = f"SELECT count(), uniqExact({id_column}) FROM {table}"  # noqa: S608 - constants
+        row = sink.query(sql).rows[0]
+        result[table] = (int(row[0]), int(row[1]))
+    return result
+
+
+def test_crash_between_write_and_commit_and_sigkill_lose_nothing_and_count_nothing_twice(
+    settings_factory, sink_factory
+):
+    settings = settings_factory()
+    produce_workload(settings)
+    sink = sink_factory(settings)
+
+    # 1. the sink writes two batches to ClickHouse and dies before committing the second
+    sink.start("--batch-rows", "250", "--batch-ms", "100", "--fault-exit-after-flushes", "2")
+    assert sink.wait_exit(60) == 3, sink.log()
+    assert "fault injection" in sink.log()
+
+    # 2. restarted, it re-reads the uncommitted batch (in other batch sizes, so the
+    #    ClickHouse blocks differ and only the tables' keys can drop the duplicates);
+    #    SIGKILL it while it works
+    sink.start("--batch-rows", "333", "--batch-ms", "100")
+    wait_for(lambda: sink.health().get("flushes", 0) >= 3, 60, "more writes", sink)
+    sink.kill()
+
+    # 3. restarted again, it finishes: every record once
+    sink.start("--batch-rows", "333", "--batch-ms", "100")
+    want = {table: (n, n) for table, n in EXPECTED.items()}
+    wait_for(lambda: counts(sink) == want, 90, f"counts {want}", sink)
+    time.sleep(2)  # anything still arriving would be a duplicate
+    assert counts(sink) == want
+
+    raw = sink.query("SELECT count() FROM lineage_events_raw").rows[0][0]
+    assert raw >= EXPECTED["lineage_events"]
+    per_hour = sink.query(
+        "SELECT sum(decisions) FROM (SELECT count() AS decisions FROM intent_decisions)"
+    )
+    assert per_hour.rows[0][0] == 600 + 500
+    unauthorized = sink.query(
+        "SELECT count() FROM outcomes WHERE approval_id NOT IN (SELECT approval_id FROM approvals)"
+    )
+    assert unauthorized.rows[0][0] == 0
+    assert sink.proc is not None and sink.proc.poll() is None
+
+
+def run_sql_cli(sink: SinkProcess, monkeypatch: pytest.MonkeyPatch, *args: str) -> Any:
+    from typer.testing import CliRunner
+
+    import streams.sql_cli as sql_cli
+
+    @dataclass(frozen=True)
+    class WithSink(Settings):  # the fields streams/config.py is to get
+        sink_http_port: int = 0
+
+    settings = WithSink(state_dir=sink.data_dir.parent, sink_http_port=sink.port)
+    monkeypatch.setattr(sql_cli, "_settings", lambda: settings)
+    return CliRunner().invoke(sql_cli.app, ["sql", *args])
+
+
+def test_a_poison_record_goes_to_rejected_with_a_reason_and_the_sink_goes_on(
+    settings_factory, sink_factory, monkeypatch
+):
+    settings = settings_factory()
+    codec = default_codec()
+    sink = sink_factory(settings).start("--batch-rows", "50", "--batch-ms", "100")
+    intent = new_intent("billing-agent", "invoices.read", "inv:1", sequence=1)
+    produce(
+        settings,
+        [
+            ("lineage", b"agent-1", codec.encode("LineageEvent", lineage_event(1))),
+            ("lineage", b"agent-1", b"\x00not avro at all"),
+            ("lineage", b"billing-agent", codec.encode("Intent", intent)),
+            (
+                "outcomes",
+                b"agent-1",
+                codec.encode("Outcome", {**outcome(1), "reported_at_ms": 10**17}),
+            ),
+            ("lineage", b"agent-2", codec.encode("LineageEvent", lineage_event(2))),
+        ],
+    )
+
+    rejected: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 60
+    with OutcomeReader(settings, ("rejected",)) as reader:
+        while len(rejected) < 3 and time.monotonic() < deadline:
+            rejected += [r.record for r in reader.read(timeout=1.0) if r.record]
+    by_code = {r["reason_code"]: r for r in rejected}
+    assert sorted(by_code) == ["invalid_field", "not_avro", "wrong_record_type"], rejected
+    assert len(rejected) == 3
+    assert by_code["not_avro"]["source_topic"] == settings.topic("lineage")
+    assert "c3 01" in by_code["not_avro"]["reason"]
+    assert "Intent" in by_code["wrong_record_type"]["reason"]
+    assert by_code["invalid_field"]["source_topic"] == settings.topic("outcomes")
+    assert all(r["worker"] == f"sink-{settings.worker_id}" for r in rejected)
+    assert all(
+        r["reason"].startswith("the lineage sink cannot store this record") for r in rejected
+    )
+
+    # the sink survived, stored the good records, and stores its own rejections too
+    wait_for(
+        lambda: sink.query("SELECT count() FROM rejections").rows[0][0] == 3, 60, "rejections", sink
+    )
+    assert sink.query("SELECT count() FROM lineage_events").rows[0][0] == 2
+    assert sink.query("SELECT count() FROM outcomes").rows[0][0] == 0
+    assert sink.proc is not None and sink.proc.poll() is None
+    health = sink.health()
+    assert health["poison"] == 3
+
+    # `trustplane sql` goes through the running sink's endpoint (the folder is locked)
+    done = run_sql_cli(
+        sink, monkeypatch, "SELECT reason_code FROM rejections ORDER BY 1", "-f", "csv"
+    )
+    assert done.exit_code == 0, done.output
+    assert done.stdout.split() == ["reason_code", "invalid_field", "not_avro", "wrong_record_type"]
+    done = run_sql_cli(sink, monkeypatch, "DELETE FROM rejections_raw WHERE 1")
+    assert done.exception is not None and "DELETE" in str(done.exception)
+    metrics = _get(f"http://127.0.0.1:{sink.port}/metrics")
+    assert 'trustplane_sink_poison_total{reason_code="not_avro"} 1.0' in metrics
+
+
+def test_a_real_gate_workers_lineage_and_outcomes_land_in_the_store(
+    settings_factory, worker_factory, sink_factory
+):
+    from streams.estate import setup_estate
+
+    bulk = Path(__file__).parent / "data" / "anomaly-bulk.toml"
+    settings = settings_factory(anomaly_config_path=bulk)
+    estate = setup_estate(settings)
+    plan = [
+        ("billing-agent", "invoices.read", "invoice:{n}"),  # permitted by the example bundle
+        ("support-bot", "payments.transfer", "acct:ACME-{n}"),  # no policy permits it
+    ]
+    with IntentPublisher(settings) as publisher:
+        for n in range(200):
+            agent, action, resource = plan[n % 2]
+            publisher.publish(estate.intent(agent, action, resource.format(n=n)))
+        publisher.publish_raw(b"billing-agent", b"garbage")
+    worker_factory(settings).start()
+    sink = sink_factory(settings).start("--batch-ms", "200")
+
+    def decided() -> bool:
+        row = sink.query("SELECT count() FROM intent_decisions").rows[0][0]
+        return bool(row == 200)
+
+    wait_for(decided, 90, "200 decisions", sink)
+    # the store says what the outcome topics say, whatever the gate decided
+    with OutcomeReader(settings, ("approved", "denied", "review")) as reader:
+        on_topics = collections.Counter(
+            (r.record["agent_id"], r.topic.upper()) for r in reader.read(timeout=3.0) if r.record
+        )
+    stored_outcomes = sink.query(
+        "SELECT agent_id, outcome, count() FROM intent_decisions GROUP BY agent_id, outcome"
+    ).rows
+    assert {(agent, outcome): n for agent, outcome, n in stored_outcomes} == dict(on_topics)
+    assert sum(on_topics.values()) == 200
+    assert on_topics[("support-bot", "DENIED")] == 100, "no policy permits support payments"
+    assert on_topics[("billing-agent", "APPROVED")] > 0
+
+    # every lineage record on the topic is in the store, once
+    with OutcomeReader(settings, ("lineage",)) as reader:
+        on_topic = {r.record["event_id"] for r in reader.read(timeout=3.0) if r.record}
+    wait_for(
+        lambda: sink.query("SELECT count() FROM lineage_events").rows[0][0] == len(on_topic),
+        60,
+        f"{len(on_topic)} lineage events",
+        sink,
+    )
+    stored = sink.query("SELECT event_id FROM lineage_events").column("event_id")
+    assert sorted(stored) == sorted(on_topic)
+    latency = sink.query("SELECT count() FROM intent_latency WHERE lineage_span_ms >= 0")
+    assert latency.rows[0][0] == 200
+    denied = sink.query("SELECT count() FROM decisions WHERE outcome = 'DENIED'").rows[0][0]
+    assert denied == on_topics[("support-bot", "DENIED")] + on_topics[("billing-agent", "DENIED")]
+    wait_for(
+        lambda: sink.query("SELECT count() FROM rejections").rows[0][0] == 1,
+        30,
+        "the rejection",
+        sink,
+    )
+
+
+def _get(url: str) -> str:
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - loopback
+        return response.read().decode()
