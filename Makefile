@@ -41,7 +41,7 @@ run: install ## Start Kafka and a gate worker, publish a demo stream, print a su
 	@echo; echo "Lineage in ClickHouse (embedded chDB), by SQL:"
 	$(TP) sql "SELECT stage, status, count() AS events FROM lineage_events GROUP BY stage, status ORDER BY stage, status"
 	@echo
-	@echo "Left running: Kafka ($$($(TP) kafka status | sed 's/.*at //;s/ .*//')) and the gate worker (metrics: http://127.0.0.1:6066/metrics)."
+	@echo "Left running: Kafka, the gate worker (http://127.0.0.1:6066/metrics, /healthz) and the lineage sink (SQL on 127.0.0.1:6068)."
 	@echo "Try: $(TP) tail denied --from-beginning --idle 2    Stop everything: make stop"
 
 stop: ## Stop the gate worker, the sink and Kafka
