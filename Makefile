@@ -28,7 +28,7 @@ run: install ## Start Kafka and a gate worker, publish a demo stream, print a su
 	$(TP) kafka up
 	$(TP) keys init
 	@mkdir -p $(STATE)
-	@for svc in worker sink; do \
+	@for svc in worker sink notary; do \
 		if [ -f $(STATE)/$$svc.pid ] && kill -0 $$(cat $(STATE)/$$svc.pid) 2>/dev/null; then \
 			echo "$$svc already running (pid $$(cat $(STATE)/$$svc.pid))"; \
 		else \
@@ -41,11 +41,11 @@ run: install ## Start Kafka and a gate worker, publish a demo stream, print a su
 	@echo; echo "Lineage in ClickHouse (embedded chDB), by SQL:"
 	$(TP) sql "SELECT stage, status, count() AS events FROM lineage_events GROUP BY stage, status ORDER BY stage, status"
 	@echo
-	@echo "Left running: Kafka, the gate worker (http://127.0.0.1:6066/metrics, /healthz) and the lineage sink (SQL on 127.0.0.1:6068)."
+	@echo "Left running: Kafka, the gate worker (http://127.0.0.1:6066/metrics, /healthz), the lineage sink (SQL on 127.0.0.1:6068) and the notary (proofs on 127.0.0.1:6067)."
 	@echo "Try: $(TP) tail denied --from-beginning --idle 2    Stop everything: make stop"
 
 stop: ## Stop the gate worker, the sink and Kafka
-	@for svc in worker sink; do \
+	@for svc in worker sink notary; do \
 		if [ -f $(STATE)/$$svc.pid ]; then kill $$(cat $(STATE)/$$svc.pid) 2>/dev/null || true; rm -f $(STATE)/$$svc.pid; echo "$$svc stopped"; fi; \
 	done
 	@if [ -x $(TP) ]; then $(TP) kafka down; fi

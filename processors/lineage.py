@@ -3,7 +3,8 @@
 Every event names its stage (decode, a layer, enforcement, emit), what happened and
 why. Event ids are derived from the subject and the stage, so a redelivered input
 produces the same ids and a store can drop the duplicates. Hash-linking
-(``prev_hash``/``event_hash``) and checkpoints come with the provable-lineage issue.
+(``prev_hash``/``event_hash``) and the log position (``log_index``) are filled in by the
+notary (``streams/notary.py``, ``processors/chain.py``), which alone defines the order.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ class LineageRecorder:
             "worker": self.worker,
             "prev_hash": None,
             "event_hash": None,
+            "log_index": None,
         }
 
     def decoded(

@@ -23,6 +23,7 @@ from processors.exceptions import TrustplaneError
 from streams.config import Settings
 from streams.ops_cli import register_operator_commands
 from streams.policy_cli import policy_app
+from streams.proof_cli import notary_command, proof_app
 from streams.sql_cli import sink as sink_command
 from streams.sql_cli import sql as sql_command
 
@@ -41,6 +42,8 @@ cli.add_typer(kafka_cli, name="kafka")
 register_operator_commands(cli, policy_app)
 cli.command("sql")(sql_command)
 cli.command("sink")(sink_command)
+cli.add_typer(proof_app)  # trustplane proof ..., trustplane checkpoint
+cli.command("notary")(notary_command)
 
 # piped output (CI logs, `make run | tee`) gets a readable width instead of rich's 80
 out = Console(width=None if sys.stdout.isatty() else 140)

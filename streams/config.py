@@ -90,6 +90,14 @@ class Settings:
     """... or this often."""
     sink_query_timeout_s: int = 60
     """Longest a read-only query may run."""
+    notary_origin: str = "trustplane.local/lineage"
+    """Origin of the lineage log; also the name of its checkpoint signing key."""
+    notary_port: int = 6067
+    """The notary's proof endpoint on 127.0.0.1 (0: any free port, -1: none)."""
+    notary_checkpoint_events: int = 1000
+    """A checkpoint at least every this many events ..."""
+    notary_checkpoint_ms: int = 500
+    """... and at least this often while the log grows."""
     web_port: int = 6066
     """Port of the worker's /metrics and /healthz endpoints (0 disables them)."""
     extra: Mapping[str, str] = field(default_factory=dict)

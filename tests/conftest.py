@@ -35,9 +35,11 @@ def kafka_bootstrap() -> Iterator[str]:
     broker = LocalKafka(
         TEST_STATE_DIR, progress=lambda msg: print(f"[kafka] {msg}", file=sys.stderr)
     )
+    already_running = broker.status() is not None
     info = broker.up(timeout=120)
     yield info.bootstrap
-    broker.down()
+    if not already_running:  # another session's broker is left to that session
+        broker.down()
 
 
 @pytest.fixture

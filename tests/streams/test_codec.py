@@ -168,6 +168,7 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "worker": "gate-0",
         "prev_hash": None,
         "event_hash": None,
+        "log_index": 41,
     },
     "Outcome": {
         "outcome_id": "o-1",

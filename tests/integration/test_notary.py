@@ -1,0 +1,358 @@
+"""The notary on the real broker: lineage in, one linked log and signed checkpoints out,
+proofs that verify; a notary SIGKILLed inside a transaction resumes with no gap and no
+duplicate."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from confluent_kafka import Consumer, IsolationLevel, KafkaError, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, OffsetSpec
+
+from processors.chain import ChainError, leaf_bytes, link, verify_chain
+from processors.checkpoint import NoteVerifier, verify_checkpoint
+from processors.merkle import MerkleLog, ProofError
+from processors.notary import InclusionProof, verify_event_against_checkpoint
+from streams.codec import Codec, SchemaRegistry
+from streams.config import PROJECT_ROOT, Settings
+from streams.notary import NotaryService, notary_vkey_path
+from streams.proof_cli import NotaryClient, verify_consistency_answer, verify_inclusion_answer
+from tests.streams.test_notary_service import gate_event, next_schema_dir
+
+pytestmark = pytest.mark.broker
+
+SETTINGS_FIELDS = ("bootstrap_servers", "topic_prefix", "group_id", "worker_id", "partitions")
+
+
+@pytest.fixture
+def schema_dir(tmp_path: Path) -> Path:
+    return next_schema_dir(tmp_path)
+
+
+@pytest.fixture
+def codec(schema_dir: Path) -> Codec:
+    return Codec(SchemaRegistry.from_directory(schema_dir))
+
+
+@pytest.fixture
+def settings(settings_factory: Callable[..., Settings], tmp_path: Path) -> Settings:
+    return settings_factory(state_dir=tmp_path / "state", keys_dir=tmp_path / "keys")
+
+
+def make_events(count: int) -> list[dict[str, Any]]:
+    tag = uuid.uuid4().hex[:6]
+    return [gate_event(n, event_id=f"{tag}-{n:06d}") for n in range(count)]
+
+
+def produce(
+    settings: Settings, codec: Codec, events: list[dict[str, Any]], rate: float = 0
+) -> None:
+    """Publish lineage events keyed by agent id (so over every partition)."""
+    producer = Producer({**settings.kafka_config(), "enable.idempotence": True, "linger.ms": 5})
+    started = time.monotonic()
+    for n, event in enumerate(events):
+        if rate:
+            delay = started + n / rate - time.monotonic()
+            if delay > 0:
+                time.sleep(delay)
+        producer.produce(
+            settings.topic("lineage"),
+            key=event["agent_id"].encode(),
+            value=codec.encode("LineageEvent", event),
+        )
+        producer.poll(0)
+    assert producer.flush(30) == 0
+
+
+def read_partition(settings: Settings, name: str) -> list[tuple[bytes, bytes]]:
+    """Every committed record of partition 0 of a topic: (key, value)."""
+    consumer = Consumer(
+        {
+            **settings.kafka_config(),
+            "group.id": f"reader-{uuid.uuid4().hex[:6]}",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "isolation.level": "read_committed",
+        }
+    )
+    consumer.assign([TopicPartition(settings.topic(name), 0, 0)])
+    records: list[tuple[bytes, bytes]] = []
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            message = consumer.poll(1.0)
+            if message is None:
+                continue
+            if message.error():
+                if message.error().code() == KafkaError._PARTITION_EOF:
+                    return records
+                raise AssertionError(message.error().str())
+            records.append((message.key(), message.value()))
+        raise AssertionError(f"reading {name} did not reach its end")
+    finally:
+        consumer.close()
+
+
+def health(url: str) -> dict[str, Any] | None:
+    try:
+        with urllib.request.urlopen(f"{url}/healthz", timeout=1) as response:  # noqa: S310
+            return json.loads(response.read())  # type: ignore[no-any-return]
+    except OSError:
+        return None
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def audit(
+    settings: Settings, codec: Codec, verifier: NoteVerifier, url: str, expected_ids: set[str]
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Check the log as an outside auditor would; return (events, checkpoint notes)."""
+    log_records = read_partition(settings, "lineage-log")
+    events = [codec.decode(value, "LineageEvent") for _, value in log_records]
+    # one record per event, keyed and indexed 0..n-1 in order: no gap, no duplicate
+    assert [int(key) for key, _ in log_records] == list(range(len(events)))
+    assert [e["log_index"] for e in events] == list(range(len(events)))
+    ids = [e["event_id"] for e in events]
+    assert len(ids) == len(set(ids)), "an event was logged twice"
+    assert set(ids) == expected_ids
+    verify_chain(events)
+
+    notes = [value.decode() for _, value in read_partition(settings, "checkpoints")]
+    checkpoints = [verify_checkpoint(note, verifier, origin=verifier.name) for note in notes]
+    sizes = [c.size for c in checkpoints]
+    assert sizes == sorted(sizes) and sizes[-1] == len(events)
+    # every checkpoint signs a prefix of this very log
+    tree = MerkleLog()
+    for event in events:
+        tree.append(leaf_bytes(event))
+    for checkpoint in checkpoints:
+        assert tree.root(checkpoint.size) == checkpoint.root_hash
+    # and the notary proves each one extends the one before
+    client = NotaryClient(url)
+    for (old, old_note), (new, new_note) in zip(
+        zip(sizes, notes, strict=True), list(zip(sizes, notes, strict=True))[1:], strict=False
+    ):
+        answer = client.consistency(old, new)
+        verify_consistency_answer(answer, verifier, old_note=old_note, new_note=new_note)
+    return events, notes
+
+
+def test_lineage_is_logged_once_in_order_checkpointed_and_proven(settings, codec, tmp_path):
+    events = make_events(500)
+    produce(settings, codec, events[:100])  # some before the notary starts, the rest while
+    service = NotaryService(
+        settings,
+        codec=codec,
+        port=0,
+        create_key=True,
+        checkpoint_every_events=120,
+        checkpoint_every_ms=300,
+        batch_max_records=100,
+    )
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            service.run()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        wait_for(lambda: service.url is not None, 30, "the proof endpoint")
+        produce(settings, codec, events[100:], rate=1000)
+        url = service.url
+        assert url is not None
+        wait_for(
+            lambda: (health(url) or {}).get("checkpoint_size") == len(events),
+            30,
+            "every event to be checkpointed",
+        )
+        verifier = NoteVerifier.from_vkey(notary_vkey_path(settings).read_text().strip())
+        logged, notes = audit(settings, codec, verifier, url, {e["event_id"] for e in events})
+        assert len(notes) >= 3, "checkpoints every 120 events"
+
+        # every event's inclusion proof verifies against the latest checkpoint
+        client = NotaryClient(url)
+        for event in logged:
+            answer = client.inclusion(event_id=event["event_id"])
+            verified = verify_inclusion_answer(answer, verifier, event_id=event["event_id"])
+            assert verified.event == event and verified.note == notes[-1]
+
+        # a log record with one field changed no longer verifies
+        answer = client.inclusion(index=42)
+        proof = InclusionProof.from_json(answer["proof"])
+        original = logged[42]
+        edited = {**original, "status": "deny"}
+        with pytest.raises(ChainError, match="has been altered"):
+            verify_event_against_checkpoint(edited, 42, proof, notes[-1], verifier)
+        rehashed = link(edited, original["prev_hash"])
+        with pytest.raises(ProofError):
+            verify_event_against_checkpoint(rehashed, 42, proof, notes[-1], verifier)
+        with pytest.raises(ChainError):
+            verify_chain([*logged[:42], rehashed, *logged[43:]])
+    finally:
+        service.stop()
+        thread.join(30)
+    assert not errors, errors
+
+
+# -- kill and restart ------------------------------------------------------------------
+
+
+def serve(config_path: str) -> None:
+    """Entry point of the notary subprocess (the schema with log_index is not installed
+    in schemas/ yet, so the process is given its codec here)."""
+    config = json.loads(Path(config_path).read_text())
+    values = dict(config["settings"])
+    values["state_dir"] = Path(values["state_dir"])
+    values["keys_dir"] = Path(values["keys_dir"])
+    service = NotaryService(
+        Settings(**values),
+        codec=Codec(SchemaRegistry.from_directory(Path(config["schemas"]))),
+        port=config["port"],
+        create_key=True,
+        checkpoint_every_events=200,
+        checkpoint_every_ms=250,
+    )
+    signal.signal(signal.SIGTERM, lambda *_: service.stop())
+    service.run()
+
+
+class NotaryProcess:
+    def __init__(self, settings: Settings, schema_dir: Path, tmp_path: Path) -> None:
+        from tests.conftest import _free_port
+
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.config = tmp_path / "notary.json"
+        values = {name: getattr(settings, name) for name in SETTINGS_FIELDS}
+        values["state_dir"] = str(settings.state_dir)
+        values["keys_dir"] = str(settings.resolved_keys_dir)
+        self.config.write_text(
+            json.dumps({"settings": values, "schemas": str(schema_dir), "port": self.port})
+        )
+        self.log_path = tmp_path / "notary.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> NotaryProcess:
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-c",
+                    "import sys; from tests.integration.test_notary import serve; "
+                    "serve(sys.argv[1])",
+                    str(self.config),
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=PROJECT_ROOT,
+                env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+            )
+        wait_for(self.alive_and_serving, 30, "the notary to serve")
+        return self
+
+    def alive_and_serving(self) -> bool:
+        assert self.proc is not None
+        if self.proc.poll() is not None:
+            raise AssertionError(f"notary exited:\n{self.log_path.read_text()[-3000:]}")
+        return health(self.url) is not None
+
+    def status(self) -> dict[str, Any]:
+        return health(self.url) or {}
+
+    def kill(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+
+@pytest.fixture
+def notary_process(settings, schema_dir, tmp_path) -> Iterator[NotaryProcess]:
+    process = NotaryProcess(settings, schema_dir, tmp_path)
+    yield process
+    process.stop()
+
+
+def open_transaction(admin: AdminClient, tp: TopicPartition) -> bool:
+    """Whether lineage-log has records of a transaction that is not committed yet."""
+    ends = {}
+    for level in (IsolationLevel.READ_UNCOMMITTED, IsolationLevel.READ_COMMITTED):
+        futures = admin.list_offsets({tp: OffsetSpec.latest()}, isolation_level=level)
+        ends[level] = futures[tp].result().offset
+    return ends[IsolationLevel.READ_UNCOMMITTED] > ends[IsolationLevel.READ_COMMITTED]
+
+
+def test_a_notary_killed_mid_transaction_resumes_without_gap_or_duplicate(
+    settings, codec, notary_process
+):
+    events = make_events(4000)
+    producer = threading.Thread(target=produce, args=(settings, codec, events, 800), daemon=True)
+    notary = notary_process.start()
+    producer.start()
+    admin = AdminClient(dict(settings.kafka_config()))
+    tp = TopicPartition(settings.topic("lineage-log"), 0)
+
+    # kill the notary while a transaction of linked events is open; retry a few times,
+    # since a transaction is open only for some milliseconds of each batch
+    killed_inside, attempts = False, 0
+    while attempts < 6 and not killed_inside:
+        attempts += 1
+        wait_for(lambda: notary.status().get("size", 0) > 0, 30, "progress")
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline and not open_transaction(admin, tp):
+            pass
+        notary.kill()
+        killed_inside = open_transaction(admin, tp)  # still open: nobody committed it
+        notary.start()
+    assert killed_inside, "no kill landed inside a transaction"
+    before = notary.status()["size"]
+    print(f"killed inside a transaction at attempt {attempts}; restored {before} events")
+    assert 0 < before < len(events), "the kill landed mid-stream"
+
+    producer.join(30)
+    try:
+        wait_for(lambda: notary.status().get("checkpoint_size") == len(events), 40, "all")
+    except AssertionError:
+        raise AssertionError(
+            f"not every event was logged and checkpointed after the restart: "
+            f"{notary.status()}\n{notary.log_path.read_text()[-4000:]}"
+        ) from None
+    verifier = NoteVerifier.from_vkey(notary_vkey_path(settings).read_text().strip())
+    logged, notes = audit(settings, codec, verifier, notary.url, {e["event_id"] for e in events})
+    assert notary.status()["duplicates"] == 0
+
+    client = NotaryClient(notary.url)
+    for index in (0, before - 1, before, before + 1, len(logged) - 1):
+        answer = client.inclusion(index=index)
+        verify_inclusion_answer(answer, verifier, index=index)
