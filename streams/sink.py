@@ -61,10 +61,17 @@ from sinks.base import (
     SinkError,
     SinkUnavailableError,
 )
-from sinks.clickhouse import TOPIC_RECORDS, ClickHouseSink, map_record, named_queries
+from sinks.clickhouse import (
+    TOPIC_RECORDS,
+    ClickHouseSink,
+    checkpoint_from_note,
+    map_record,
+    named_queries,
+)
 from sinks.sql_guard import SqlGuardError, SqlSyntaxError
 from streams.codec import Codec, DecodeError, default_codec
 from streams.config import Settings
+from streams.notary import ensure_notary_topics
 from streams.topics import MAX_MESSAGE_BYTES, ensure_topics
 
 __all__ = [
@@ -83,7 +90,8 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-SINK_TOPICS = ("lineage", "approved", "denied", "review", "rejected", "outcomes")
+SINK_TOPICS = ("lineage", "approved", "denied", "review", "rejected", "outcomes", "checkpoints")
+"""``checkpoints`` carries the notary's signed notes (text, not Avro)."""
 """Logical topics the sink reads."""
 
 MAX_REQUEST_BYTES = 1 << 20
@@ -417,6 +425,10 @@ class SinkRunner:
         offset = message.offset() or 0
         expected = TOPIC_RECORDS.get(topic, ("", ""))[0] or None
         try:
+            if topic == "checkpoints":
+                _, timestamp_ms = message.timestamp()
+                self.sink.add("checkpoints", checkpoint_from_note(value, timestamp_ms))
+                return "checkpoints"
             record = self.codec.decode(value, expected)
             table, row = map_record(topic, record, partition=partition, offset=offset)
             self.sink.add(table, row)
@@ -798,6 +810,7 @@ def run_sink(
     ``running.runner.stop()`` from a signal handler to stop).
     """
     ensure_topics(settings, SINK_TOPICS)
+    ensure_notary_topics(settings)  # checkpoints: one partition, kept forever
     sink = build_sink(config)
     sink.setup()
     server: QueryServer | None = None
