@@ -26,6 +26,7 @@ the server directly.
 from __future__ import annotations
 
 import collections
+import hashlib
 import json
 import logging
 import os
@@ -33,7 +34,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -209,6 +210,10 @@ class SinkMetrics:
 # -- the Kafka loop ---------------------------------------------------------------
 
 
+def _subscription_tag(topics: Iterable[str]) -> str:
+    return hashlib.sha256("\n".join(sorted(topics)).encode()).hexdigest()[:8]
+
+
 class SinkRunner:
     """Kafka -> :class:`Sink`, committing offsets only after the sink has the rows."""
 
@@ -248,7 +253,9 @@ class SinkRunner:
             {
                 **base,
                 "group.id": self.group_id,
-                "group.instance.id": f"{self.group_id}-{worker}",
+                # a static member that rejoins gets its cached assignment back, even with
+                # a new subscription: name the subscription so a change makes a new member
+                "group.instance.id": f"{self.group_id}-{worker}-{_subscription_tag(self._logical)}",
                 "client.id": f"trustplane-{self.sink_id}",
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
