@@ -19,6 +19,12 @@ from typing import Any
 from processors.approval import ApprovalSigner, ApprovalSigningError, LineagePosition
 from processors.enforcement import Enforcement, Outcome
 from processors.exceptions import ValidationError
+from processors.executions import (
+    LEDGER_STATE_KEY,
+    ApprovalLedger,
+    ApprovalLedgerCodec,
+    check_outcome,
+)
 from processors.intent import Intent
 from processors.lineage import LineageRecorder
 from processors.pipeline import Pipeline
@@ -98,7 +104,9 @@ class Gate:
         self.metrics = metrics or GateMetrics()
         self.lineage = LineageRecorder(worker)
         self.clock = clock
-        self.states = states or AgentStates([*pipeline.stateful, ReviewQueueCodec()])
+        self.states = states or AgentStates(
+            [*pipeline.stateful, ReviewQueueCodec(), ApprovalLedgerCodec()]
+        )
         self.responders = tuple(responders)
         self.review_answers = review_answers
         self.review_timeout_ms = review_timeout_ms
@@ -165,7 +173,10 @@ class Gate:
         events += [
             self.lineage.verdict(intent, intent_digest, v, now) for v in enforcement.verdicts
         ]
-        return self._finish(intent, raw, intent_digest, enforcement, events, now) + responses
+        return (
+            self._finish(intent, raw, intent_digest, enforcement, events, now, source.partition)
+            + responses
+        )
 
     def _finish(
         self,
@@ -175,6 +186,7 @@ class Gate:
         enforcement: Enforcement,
         events: list[dict[str, Any]],
         now: int,
+        partition: int,
     ) -> list[Output]:
         """Build the outcome record (signing approvals) and the enforcement event."""
         record: dict[str, Any] | None = None
@@ -200,6 +212,11 @@ class Gate:
                     Outcome.DENIED, (f"signing: {exc.reason} (fail closed)",), enforcement.verdicts
                 )
         topic, record_name = _OUTCOME_RECORD[enforcement.outcome]
+        if enforcement.outcome is Outcome.APPROVED and record is not None:
+            agent_state = self.states.get(partition, intent.agent_id)
+            ledger = agent_state.setdefault(LEDGER_STATE_KEY, ApprovalLedger())
+            ledger.issue(record["approval_id"], intent.intent_id, record["expires_at_ms"], now)
+            self.states.touched(partition, intent.agent_id)
         if record is None:
             record = decision_record(
                 intent, enforcement, intent_digest=intent_digest, now_ms=now, worker=self.worker
@@ -260,6 +277,45 @@ class Gate:
         self.metrics.intents.labels("rejected").inc()
         self.metrics.lineage_events.inc()
         return outputs
+
+    # -- reported executions ------------------------------------------------------------
+
+    def process_outcome(
+        self, key: bytes | None, value: bytes | None, source: SourcePosition
+    ) -> list[Output]:
+        """Check an executor's Outcome against the approvals this gate issued."""
+        now = self.clock()
+        try:
+            outcome = self.codec.decode(value or b"", "Outcome", max_bytes=self.max_intent_bytes)
+            agent_id = str(outcome["agent_id"])
+        except DecodeError as exc:
+            return self._reject(key, value, source, exc.code, exc.reason, now)
+        ledger = self.states.get(source.partition, agent_id).setdefault(
+            LEDGER_STATE_KEY, ApprovalLedger()
+        )
+        check = check_outcome(ledger, outcome)
+        self.states.touched(source.partition, agent_id)
+        if not check.authorized:
+            self.metrics.unauthorized_executions.inc()
+            log.warning("unauthorized execution by %s: %s", outcome["executor_id"], check.reason)
+        event = self.lineage.event(
+            subject=f"outcome:{outcome['outcome_id']}",
+            stage="execution",
+            event_type="execution.reported" if check.authorized else "execution.unauthorized",
+            status="ok" if check.authorized else "alert",
+            now_ms=now,
+            intent_id=str(outcome["intent_id"]),
+            agent_id=agent_id,
+            reasons=(check.reason,),
+            attributes={
+                "approval_id": str(outcome["approval_id"]),
+                "executor_id": str(outcome["executor_id"]),
+                "outcome": str(outcome["status"]),
+                "source": str(source),
+            },
+        )
+        self.metrics.lineage_events.inc()
+        return self._lineage_outputs(agent_id.encode(), [event])
 
     # -- held intents -----------------------------------------------------------------
 
@@ -325,7 +381,9 @@ class Gate:
             reasons=enforcement.reasons,
             attributes={"held_at_ms": str(pending.held_at_ms)},
         )
-        return self._finish(intent, raw, pending.intent_digest, enforcement, [event], now)
+        return self._finish(
+            intent, raw, pending.intent_digest, enforcement, [event], now, partition
+        )
 
     def _approve_held(
         self, intent: Intent, held: list[Verdict], answer: Any, partition: int, now: int

@@ -52,6 +52,11 @@ class GateMetrics:
             ["kind"],
             registry=r,
         )
+        self.unauthorized_executions = Counter(
+            "trustplane_unauthorized_executions_total",
+            "Executions reported without a valid approval (integrity alerts).",
+            registry=r,
+        )
         self.assigned_partitions = Gauge(
             "trustplane_assigned_partitions", "Intent partitions this worker owns.", registry=r
         )

@@ -17,6 +17,7 @@ from processors.control import ControlState, sign_command
 from processors.eligibility import EligibilityCheck
 from processors.enforcement import Enforcement
 from processors.exceptions import ConfigError, TrustplaneError
+from processors.executions import ApprovalLedgerCodec
 from processors.freshness import Freshness
 from processors.identity import IdentityCheck
 from processors.integrity import (
@@ -115,7 +116,8 @@ def build_gate(
         signer=signer,
         approval_ttl_ms=settings.approval_ttl_ms,
         metrics=metrics,
-        states=states or AgentStates([*pipeline.stateful, ReviewQueueCodec()]),
+        states=states
+        or AgentStates([*pipeline.stateful, ReviewQueueCodec(), ApprovalLedgerCodec()]),
         responders=[QuarantineResponder(control, keyring, worker, codec)],
         review_answers=reviews,
         review_timeout_ms=settings.review_timeout_ms,

@@ -86,6 +86,7 @@ class GateWorker:
                 "compression.type": "lz4",
             }
         )
+        self._outcomes = settings.topic("outcomes")
         self.topics = {
             name: settings.topic(name)
             for name in ("approved", "denied", "review", "rejected", "lineage", "control")
@@ -106,8 +107,10 @@ class GateWorker:
         if self.control is not None:
             applied = self.control.catch_up()
             log.info("control state rebuilt from %d records", applied)
+        # outcomes are keyed by agent id like intents: partition p of both lands on the
+        # same worker, which holds that agent's ledger of issued approvals
         self.consumer.subscribe(
-            [self.settings.topic("intents")],
+            [self.settings.topic("intents"), self.settings.topic("outcomes")],
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
         )
@@ -187,7 +190,10 @@ class GateWorker:
         source = SourcePosition(
             message.topic() or "", message.partition() or 0, message.offset() or 0
         )
-        for output in self.gate.process(message.key(), message.value(), source):
+        handle = (
+            self.gate.process_outcome if message.topic() == self._outcomes else self.gate.process
+        )
+        for output in handle(message.key(), message.value(), source):
             self._produce(output)
 
     def _produce(self, output: Output) -> None:

@@ -140,3 +140,49 @@ def test_quarantine_and_replay_protection_survive_a_crash(settings, estate, work
     with OperatorClient(settings) as operator:
         operator.send("agent.release", {"agent_id": "ops-agent", "reason": "rebuilt the host"})
     assert decide(settings, estate.intent("ops-agent", "reports.read", "r:3")).topic == "approved"
+
+
+def test_executions_are_checked_against_issued_approvals(settings, estate, worker_factory):
+    from streams.codec import default_codec
+    from streams.executor import run_example_executor
+
+    worker_factory(settings).start()
+    allowed = estate.intent("billing-agent", "invoices.read", "invoice:99")
+    assert decide(settings, allowed).topic == "approved"
+    keyset = Keyset.from_file(settings.resolved_keys_dir / "approvals.jwks.json")
+    summary = run_example_executor(settings, keyset, max_records=1, idle_s=20)
+    assert (summary.executed, summary.refused) == (1, 0)
+
+    forged = {
+        "outcome_id": "o-forged",
+        "approval_id": "approval-never-issued",
+        "intent_id": allowed["intent_id"],
+        "agent_id": "billing-agent",
+        "executor_id": "rogue-executor",
+        "status": "EXECUTED",
+        "detail": "ran it anyway",
+        "reported_at_ms": time.time_ns() // 1_000_000,
+    }
+    from confluent_kafka import Producer
+
+    producer = Producer(settings.kafka_config())
+    producer.produce(
+        settings.topic("outcomes"),
+        key=b"billing-agent",
+        value=default_codec().encode("Outcome", forged),
+    )
+    producer.flush(10)
+
+    events: dict[str, dict] = {}
+    deadline = time.monotonic() + 30
+    with OutcomeReader(settings, ["lineage"]) as reader:
+        while len(events) < 2 and time.monotonic() < deadline:
+            for received in reader.read(timeout=0.5):
+                record = received.record or {}
+                if record.get("stage") == "execution":
+                    events[record["event_type"]] = record
+    assert events["execution.reported"]["status"] == "ok"
+    alert = events["execution.unauthorized"]
+    assert alert["status"] == "alert"
+    assert "no approval 'approval-never-issued' was issued" in alert["reasons"][0]
+    assert alert["attributes"]["executor_id"] == "rogue-executor"

@@ -640,3 +640,47 @@ def test_rejections_are_counted_by_reason_code() -> None:
     )
     # 7 rejections x 1 event + 2 decided intents x 3 events.
     assert registry.get_sample_value("trustplane_lineage_events_total") == 13.0
+
+
+# --- reported executions ---------------------------------------------------------------
+
+
+def _outcome_value(approval: dict[str, Any], **changes: Any) -> bytes:
+    record = {
+        "outcome_id": "o-1",
+        "approval_id": approval["approval_id"],
+        "intent_id": approval["intent_id"],
+        "agent_id": approval["agent_id"],
+        "executor_id": "exec-1",
+        "status": "EXECUTED",
+        "detail": "",
+        "reported_at_ms": NOW_MS + 5,
+    }
+    record.update(changes)
+    return CODEC.encode("Outcome", record)
+
+
+def test_outcomes_are_checked_against_the_approvals_the_gate_issued() -> None:
+    gate = make_gate()
+    approved = only_outcome(gate.process(b"billing-agent", encode_intent(), SOURCE))
+    approval = CODEC.decode(approved.value)
+    outcomes_source = SourcePosition("outcomes", SOURCE.partition, 0)
+
+    ok = gate.process_outcome(b"billing-agent", _outcome_value(approval), outcomes_source)
+    forged = gate.process_outcome(
+        b"billing-agent", _outcome_value(approval, approval_id="approval-forged"), outcomes_source
+    )
+    events = [CODEC.decode(o.value) for o in ok + forged]
+    assert [(e["event_type"], e["status"]) for e in events] == [
+        ("execution.reported", "ok"),
+        ("execution.unauthorized", "alert"),
+    ]
+    assert "no approval 'approval-forged' was issued" in events[1]["reasons"][0]
+    registry = gate.metrics.registry
+    assert registry.get_sample_value("trustplane_unauthorized_executions_total") == 1.0
+
+
+def test_an_undecodable_outcome_is_rejected() -> None:
+    gate = make_gate()
+    outputs = gate.process_outcome(b"x", b"garbage", SourcePosition("outcomes", 0, 3))
+    assert only_outcome(outputs).topic == "rejected"
