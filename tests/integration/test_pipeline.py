@@ -24,6 +24,7 @@ def settings(settings_factory):
     """Plumbing tests send thousands of intents a second from four agents."""
     return settings_factory(anomaly_config_path=BULK)
 
+
 # signed intents from registered agents, under the example Cedar bundle
 ALLOWED = [
     ("billing-agent", "invoices.read", "invoice:{n}"),
