@@ -186,3 +186,52 @@ def test_executions_are_checked_against_issued_approvals(settings, estate, worke
     assert alert["status"] == "alert"
     assert "no approval 'approval-never-issued' was issued" in alert["reasons"][0]
     assert alert["attributes"]["executor_id"] == "rogue-executor"
+
+
+def test_a_policy_bundle_hot_reloads_mid_stream(settings, estate, worker_factory, tmp_path):
+    import json
+    import shutil
+
+    from processors.policy import CONTROL_SUBJECT, PolicyBundle
+    from streams.estate import BUNDLE_DIR
+
+    worker_factory(settings).start()
+    first = decide(settings, estate.intent("support-bot", "tickets.reply", "ticket:1"))
+    assert first.topic == "approved"
+    old = PolicyBundle.from_directory(BUNDLE_DIR)
+    assert {v["layer"] for v in first.record["verdicts"]} >= {"policy"}
+
+    stricter = tmp_path / "bundle"
+    shutil.copytree(BUNDLE_DIR, stricter)
+    manifest = json.loads((stricter / "manifest.json").read_text())
+    manifest.update(version="2026.11.2", created_at_ms=manifest["created_at_ms"] + 1)
+    (stricter / "manifest.json").write_text(json.dumps(manifest))
+    with (stricter / "policies.cedar").open("a") as policies:
+        policies.write(
+            '\n@id("incident.tickets-frozen")\n@reason("ticket replies are frozen (incident 7)")\n'
+            'forbid (principal, action == Action::"tickets.reply", resource);\n'
+        )
+    new = PolicyBundle.from_directory(stricter)
+    with OperatorClient(settings) as operator:
+        operator.send("policy.publish", new.to_document(), subject=CONTROL_SUBJECT)
+
+    second = decide(settings, estate.intent("support-bot", "tickets.reply", "ticket:2"))
+    assert second.topic == "denied"
+    assert "forbidden by incident.tickets-frozen" in reasons(second)
+    assert new.digest != old.digest
+    digests = {}
+    with OutcomeReader(settings, ["lineage"]) as reader:
+        for received in reader.read(timeout=2.0):
+            record = received.record or {}
+            if record.get("stage") == "policy":
+                digests[record["intent_id"]] = record["attributes"]["evidence.bundle_digest"]
+    assert digests[first.record["intent_id"]] == old.digest, "each decision records its bundle"
+    assert digests[second.record["intent_id"]] == new.digest
+
+    with OperatorClient(settings) as operator:  # a broken bundle is refused; v2 stays
+        broken = {**new.to_document(), "policies": "permit (principal,"}
+        broken["manifest"] = {**broken["manifest"], "version": "2026.11.3"}
+        operator.send("policy.publish", broken, subject=CONTROL_SUBJECT)
+    third = decide(settings, estate.intent("support-bot", "tickets.reply", "ticket:3"))
+    assert third.topic == "denied"
+    assert "incident.tickets-frozen" in reasons(third)
