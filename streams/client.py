@@ -158,6 +158,8 @@ class OutcomeReader:
                 "enable.auto.commit": group_id is not None,
                 "auto.offset.reset": "earliest" if from_beginning else "latest",
                 "isolation.level": "read_committed",
+                # a read_committed fetch is not woken by a commit marker: poll often
+                "fetch.wait.max.ms": 20,
                 "fetch.max.bytes": MAX_MESSAGE_BYTES * 2,
             }
         )
@@ -188,9 +190,13 @@ class OutcomeReader:
         iterating early has not consumed much more than it looked at.
         """
         while True:
-            messages = self.consumer.consume(batch, timeout=timeout)
-            if not messages:
+            # poll() returns as soon as one record is here; consume(n, t) would wait for n
+            first = self.consumer.poll(timeout)
+            if first is None:
                 return
+            messages = (
+                [first, *self.consumer.consume(batch - 1, timeout=0)] if batch > 1 else [first]
+            )
             for message in messages:
                 error = message.error()
                 if error is not None:

@@ -59,6 +59,9 @@ class ControlFollower:
                 "enable.auto.commit": False,
                 "isolation.level": "read_committed",
                 "enable.partition.eof": False,
+                # sync() waits for the position to pass the end, which may be a commit
+                # marker that only an (otherwise empty) fetch answer moves past: answer fast
+                "fetch.wait.max.ms": 10,
             }
         )
         metadata = self.consumer.list_topics(self.topic, timeout=30)
@@ -114,7 +117,10 @@ class ControlFollower:
 
     def poll(self, timeout: float = 0.0, max_records: int = 500) -> int:
         """Apply the commands that have arrived; return how many records were read."""
-        messages = self.consumer.consume(max_records, timeout=timeout)
+        first = self.consumer.poll(timeout)  # returns at the first record; consume would not
+        if first is None:
+            return 0
+        messages = [first, *self.consumer.consume(max_records - 1, timeout=0)]
         for message in messages:
             error = message.error()
             if error is not None:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 from collections.abc import Callable
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -69,6 +68,7 @@ class GateWorker:
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
                 "isolation.level": "read_committed",
+                "fetch.wait.max.ms": 10,  # an idle partition answers fast: low latency
                 "session.timeout.ms": 10000,
                 "heartbeat.interval.ms": 1000,
                 "max.partition.fetch.bytes": MAX_MESSAGE_BYTES + 1024,
@@ -165,15 +165,16 @@ class GateWorker:
             self.on_batch(len(messages))
 
     def _poll_batch(self) -> list[Message]:
-        deadline = time.monotonic() + self.settings.transaction_max_ms / 1000
+        """Wait up to ``transaction_max_ms`` for the first record, then take only what has
+        already arrived (up to ``transaction_max_records``): a lone intent is decided at
+        once, a busy stream still fills its batch. (``consume(n, timeout)`` would wait
+        for all n records or the whole timeout.)"""
+        first = self.consumer.poll(self.settings.transaction_max_ms / 1000)
+        if first is None:
+            return []
         batch: list[Message] = []
-        while len(batch) < self.settings.transaction_max_records and not self._stop.is_set():
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                break
-            messages = self.consumer.consume(
-                self.settings.transaction_max_records - len(batch), timeout=remaining
-            )
+        messages = [first]
+        while True:
             for message in messages:
                 error = message.error()
                 if error is None:
@@ -182,9 +183,12 @@ class GateWorker:
                     raise WorkerError(f"consumer failed: {error.str()}")
                 elif error.code() != KafkaError._PARTITION_EOF:
                     log.warning("consumer: %s", error.str())
-            if not messages and batch:
-                break
-        return batch
+            room = self.settings.transaction_max_records - len(batch)
+            if room <= 0 or self._stop.is_set():
+                return batch
+            messages = self.consumer.consume(room, timeout=0)
+            if not messages:
+                return batch
 
     def _handle(self, message: Message) -> None:
         source = SourcePosition(
