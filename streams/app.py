@@ -133,7 +133,15 @@ def create_app(settings: Settings) -> faust.App:
     ensure_topics(settings)
     metrics = GateMetrics()
     parts = build_gate(settings, metrics)
-    states = KafkaAgentStates(settings, list(parts.gate.states.layers.values()))
+    spill = None
+    if settings.state_store == "rocksdb":
+        spill = settings.state_dir / "gate-state" / settings.resolved_worker_id()
+    states = KafkaAgentStates(
+        settings,
+        list(parts.gate.states.layers.values()),
+        spill_dir=spill,
+        max_cached=settings.max_cached_agents,
+    )
     parts.gate.states = states
     follower = ControlFollower(
         settings,

@@ -62,6 +62,12 @@ class Settings:
     """A jump in an agent's sequence numbers larger than this is a violation."""
     quarantine_scope: str = "agent"
     """What an integrity violation quarantines: the agent (default) or its runtime."""
+    state_store: str = "memory"
+    """Where decoded per-agent state lives: ``memory``, or ``rocksdb`` (at most
+    ``max_cached_agents`` decoded, the rest in a local RocksDB) for estates whose state
+    outgrows memory. Either way the changelog topic is the truth."""
+    max_cached_agents: int = 10_000
+    """With ``state_store = "rocksdb"``: agents kept decoded in memory."""
     layer_timeout_ms: int = 200
     """A layer that takes longer than this is an error verdict (and so a deny)."""
     transaction_max_records: int = 200
@@ -117,6 +123,10 @@ class Settings:
         for name in ("web_port", "sink_http_port"):
             if not 0 <= getattr(self, name) <= 65535:
                 raise ConfigError(f"{name} must be a port number (0-65535)")
+        if self.state_store not in ("memory", "rocksdb"):
+            raise ConfigError(
+                f"state_store must be 'memory' or 'rocksdb', got {self.state_store!r}"
+            )
         if self.quarantine_scope not in ("agent", "runtime"):
             raise ConfigError(
                 f"quarantine_scope must be 'agent' or 'runtime', got {self.quarantine_scope!r}"

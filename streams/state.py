@@ -14,8 +14,11 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
@@ -41,20 +44,79 @@ class StateError(TrustplaneError):
 class AgentStates:
     """In-memory per-agent state (what tests and the offline evaluation use)."""
 
-    def __init__(self, layers: Sequence[StatefulLayer | StateCodec] = ()) -> None:
+    def __init__(
+        self,
+        layers: Sequence[StatefulLayer | StateCodec] = (),
+        *,
+        spill_dir: Path | None = None,
+        max_cached: int = 10_000,
+    ) -> None:
+        """``spill_dir``: keep at most ``max_cached`` agents decoded in memory and the
+        rest, encoded, in a local RocksDB there (``rocksdict``), for estates whose state
+        outgrows memory. RocksDB is only a cache of the changelog, rebuilt from it."""
         self.layers = {layer.state_key: layer for layer in layers}
         self._states: dict[int, dict[str, dict[str, Any]]] = {}
         self._dirty: set[tuple[int, str]] = set()
+        self._db: Any = None
+        self.max_cached = max_cached
+        self._recent: OrderedDict[tuple[int, str], None] = OrderedDict()
+        if spill_dir is not None:
+            from rocksdict import Rdict
+
+            shutil.rmtree(spill_dir, ignore_errors=True)  # a cache: rebuilt on assignment
+            spill_dir.mkdir(parents=True, exist_ok=True)
+            self._db = Rdict(str(spill_dir))
 
     def get(self, partition: int, agent_id: str) -> dict[str, Any]:
         agents = self._states.setdefault(partition, {})
         state = agents.get(agent_id)
+        if state is None and self._db is not None:
+            stored = self._db.get(_spill_key(partition, agent_id))
+            if stored is not None:
+                self.load(partition, agent_id, stored)
+                state = agents[agent_id]
         if state is None:
             state = agents[agent_id] = {}
+        if self._db is not None:
+            self._recent[(partition, agent_id)] = None
+            self._recent.move_to_end((partition, agent_id))
         return state
 
     def agents(self, partition: int) -> list[tuple[str, dict[str, Any]]]:
-        return list(self._states.get(partition, {}).items())
+        names = set(self._states.get(partition, {}))
+        if self._db is not None:
+            prefix = _spill_key(partition, "")
+            for key in self._db.keys(from_key=prefix):
+                if not key.startswith(prefix):
+                    break
+                names.add(key[len(prefix) :].decode())
+        return [(name, self.get(partition, name)) for name in sorted(names)]
+
+    def spill(self) -> None:
+        """Store the changed agents in RocksDB; evict the least recently used beyond
+        ``max_cached`` from memory (call after their state was written to Kafka)."""
+        if self._db is None:
+            return
+        for partition, agent_id in self._dirty:
+            self._db[_spill_key(partition, agent_id)] = self.encode(partition, agent_id)
+        while len(self._recent) > self.max_cached:  # all of them are in RocksDB now
+            (partition, agent_id), _ = self._recent.popitem(last=False)
+            self._states.get(partition, {}).pop(agent_id, None)
+
+    def _restored(self, partition: int, agent_id: str, value: bytes | None) -> None:
+        if self._db is None:
+            if value is None:
+                self._states.setdefault(partition, {}).pop(agent_id, None)
+            else:
+                self.load(partition, agent_id, value)
+            return
+        key = _spill_key(partition, agent_id)
+        if value is None:
+            self._db.delete(key)
+        else:
+            self.load(partition, agent_id, value)  # checks it is readable, then spills it
+            self._db[key] = value
+            self._states[partition].pop(agent_id, None)
 
     def touched(self, partition: int, agent_id: str) -> None:
         self._dirty.add((partition, agent_id))
@@ -68,6 +130,16 @@ class AgentStates:
     def drop(self, partitions: Iterable[int]) -> None:
         for partition in partitions:
             self._states.pop(partition, None)
+            if self._db is not None:
+                prefix = _spill_key(partition, "")
+                stale = []
+                for key in self._db.keys(from_key=prefix):
+                    if not key.startswith(prefix):
+                        break
+                    stale.append(key)
+                for key in stale:
+                    self._db.delete(key)
+                self._recent = OrderedDict((k, None) for k in self._recent if k[0] != partition)
         self._dirty = {d for d in self._dirty if d[0] in self._states}
 
     def encode(self, partition: int, agent_id: str) -> bytes:
@@ -103,8 +175,15 @@ class AgentStates:
 class KafkaAgentStates(AgentStates):
     """AgentStates backed by the ``gate-state`` changelog topic."""
 
-    def __init__(self, settings: Settings, layers: Sequence[StatefulLayer | StateCodec]) -> None:
-        super().__init__(layers)
+    def __init__(
+        self,
+        settings: Settings,
+        layers: Sequence[StatefulLayer | StateCodec],
+        *,
+        spill_dir: Path | None = None,
+        max_cached: int = 10_000,
+    ) -> None:
+        super().__init__(layers, spill_dir=spill_dir, max_cached=max_cached)
         self.topic = settings.topic(STATE_TOPIC)
         self._consumer = Consumer(
             {
@@ -146,11 +225,7 @@ class KafkaAgentStates(AgentStates):
                         raise StateError(f"restoring {self.topic}/{partition}: {error.str()}")
                     break
                 position = (message.offset() or 0) + 1
-                key = (message.key() or b"").decode()
-                if message.value() is None:
-                    self._states[partition].pop(key, None)
-                else:
-                    self.load(partition, key, message.value())  # type: ignore[arg-type]
+                self._restored(partition, (message.key() or b"").decode(), message.value())
                 count += 1
         self._consumer.unassign()
         return count
@@ -166,8 +241,15 @@ class KafkaAgentStates(AgentStates):
                 partition=partition,
             )
             written += 1
+        self.spill()
         self.clear_dirty()
         return written
 
     def close(self) -> None:
         self._consumer.close()
+        if self._db is not None:
+            self._db.close()
+
+
+def _spill_key(partition: int, agent_id: str) -> bytes:
+    return f"{partition:05d}/{agent_id}".encode()

@@ -116,7 +116,11 @@ def test_review_answers_and_timeout(settings_factory, worker_factory):
     assert "denied by timeout" in reasons(timed_out)
 
 
-def test_quarantine_and_replay_protection_survive_a_crash(settings, estate, worker_factory):
+@pytest.mark.parametrize("store", ["memory", "rocksdb"])
+def test_quarantine_and_replay_protection_survive_a_crash(store, settings_factory, worker_factory):
+    # rocksdb with one agent decoded at a time: every other agent's state is spilled
+    settings = settings_factory(state_store=store, max_cached_agents=1)
+    estate = setup_estate(settings)
     first = worker_factory(settings).start()
     replayed = estate.intent("billing-agent", "invoices.read", "invoice:7")
     assert decide(settings, replayed).topic == "approved"
