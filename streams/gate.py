@@ -222,7 +222,7 @@ class Gate:
                 intent, enforcement, intent_digest=intent_digest, now_ms=now, worker=self.worker
             )
         key = intent.agent_id.encode()
-        outcome = Output(topic, key, self.codec.encode(record_name, record))
+        outcome = Output(topic, key, self.codec.encode(record_name, record, check=False))
         events = [*events, self.lineage.enforced(intent, intent_digest, enforcement, topic, now)]
         outputs = [outcome, *self._lineage_outputs(key, events)]
         # count only once every record is built: a failure above ends in _deny_on_error
@@ -423,4 +423,5 @@ class Gate:
         return pending
 
     def _lineage_outputs(self, key: bytes | None, events: list[dict[str, Any]]) -> list[Output]:
-        return [Output("lineage", key, self.codec.encode("LineageEvent", e)) for e in events]
+        encode = self.codec.encode
+        return [Output("lineage", key, encode("LineageEvent", e, check=False)) for e in events]

@@ -733,3 +733,34 @@ def test_sqlite_store_with_verify_approval(
     with SqliteSeenStore(tmp_path / "seen.db", clock=lambda: NOW) as store:  # a restart
         with pytest.raises(ApprovalReusedError):
             verify_approval(envelope, keyset, NOW, seen=store)
+
+
+# --- RFC 8785: the fast path is byte-identical to the reference implementation -------
+
+import rfc8785  # noqa: E402
+from hypothesis import given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_json = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**53) + 1, max_value=2**53 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(_json)
+def test_canonical_json_matches_rfc8785(value):
+    try:
+        expected = bytes(rfc8785.dumps(value))
+    except Exception:  # noqa: BLE001 - what rfc8785 refuses, we refuse too
+        with pytest.raises(Exception):  # noqa: B017
+            canonical_json(value)
+        return
+    assert canonical_json(value) == expected
