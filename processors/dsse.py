@@ -59,8 +59,10 @@ def _fast(value: Any) -> Any:
             return value
         raise _Slow
     if kind is float:
-        if value.is_integer() and abs(value) <= _MAX_SAFE_INT:
-            return int(value)
+        if value.is_integer():  # ECMAScript prints 10.0 as 10; repr() adds ".0"
+            if abs(value) <= _MAX_SAFE_INT:
+                return int(value)
+            raise _Slow
         if 1e-4 <= abs(value) < 1e16:
             return value
         raise _Slow
