@@ -429,10 +429,10 @@ def test_layer_that_raises_denies_with_the_exception_as_reason() -> None:
 class _ApprovalFailingCodec(Codec):
     """The real codec, except that it cannot encode an Approval."""
 
-    def encode(self, name: str, record: Mapping[str, Any]) -> bytes:
+    def encode(self, name: str, record: Mapping[str, Any], *, check: bool = True) -> bytes:
         if name == "Approval":
             raise EncodeError("cannot encode Approval: disk on fire", record=name, field="")
-        return super().encode(name, record)
+        return super().encode(name, record, check=check)
 
 
 def test_approval_that_cannot_be_encoded_is_denied_not_dropped() -> None:
