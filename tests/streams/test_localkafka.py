@@ -13,6 +13,7 @@ import json
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -36,7 +37,14 @@ def _properties(text: str) -> dict[str, str]:
 
 
 def _spawn(*args: str) -> subprocess.Popen[bytes]:
-    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", *args])
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", *args])
+    cmdline = Path(f"/proc/{proc.pid}/cmdline")
+    deadline = time.monotonic() + 10
+    while args and time.monotonic() < deadline:  # on a busy machine exec() takes a moment
+        if args[-1].encode() in cmdline.read_bytes():
+            break
+        time.sleep(0.01)
+    return proc
 
 
 @pytest.fixture
