@@ -471,6 +471,13 @@ class PolicyEngine:
         self._slicer = slicer
         self._entities = functools.lru_cache(maxsize=_ENTITY_CACHE)(self._build_entities)
         self._slices = functools.lru_cache(maxsize=_ENTITY_CACHE)(self._build_slice)
+        # a policy subset depends on the agent id only if some policy names that agent:
+        # every other agent shares one cache entry per (roles, action)
+        self._named_agents = (
+            frozenset(key[1] for key in slicer._buckets if key[0] == "agent")
+            if slicer is not None
+            else frozenset()
+        )
         self._decide = functools.lru_cache(maxsize=decision_cache)(self._decide_uncached)
 
     @property
@@ -526,7 +533,7 @@ class PolicyEngine:
             "resource": {"type": "Resource", "id": resource},
             "context": context,
         }
-        policy_set = self._slices(agent_id, roles, action)
+        policy_set = self._slices(agent_id if agent_id in self._named_agents else "", roles, action)
         try:
             result = cedarpy.is_authorized(cedar_request, policy_set, entities, self._schema)
         except Exception as exc:  # noqa: BLE001 - Cedar failing is an error verdict, with why

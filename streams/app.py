@@ -80,7 +80,8 @@ def _add_control_view(app: faust.App, settings: Settings, metrics: GateMetrics) 
     control = app.topic(
         settings.topic("control"), key_type=bytes, value_type=bytes, value_serializer="raw"
     )
-    latest = app.Table("control-latest", default=None, partitions=settings.partitions)
+    # the table's changelog must have the source topic's partition count (control has 1)
+    latest = app.Table("control-latest", default=None, partitions=1)
 
     @app.agent(control)
     async def follow_control(stream: Any) -> None:

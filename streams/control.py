@@ -64,6 +64,15 @@ class ControlFollower:
                 "fetch.wait.max.ms": 10,
             }
         )
+        # watermarks come from a client with no fetch in flight: asking the fetching
+        # consumer waits behind its long poll (measured: ~10 ms per batch, vs ~0.3 ms)
+        self._watermarks = Consumer(
+            {
+                **settings.kafka_config(),
+                "group.id": f"{settings.group_id}-control-offsets-{settings.resolved_worker_id()}",
+                "enable.auto.commit": False,
+            }
+        )
         metadata = self.consumer.list_topics(self.topic, timeout=30)
         topic = metadata.topics.get(self.topic)
         if topic is None or topic.error is not None:
@@ -100,7 +109,7 @@ class ControlFollower:
         count = 0
         deadline = time.monotonic() + timeout
         for tp in self.partitions:
-            _, high = self.consumer.get_watermark_offsets(tp, timeout=timeout, cached=False)
+            _, high = self._watermarks.get_watermark_offsets(tp, timeout=timeout, cached=False)
             while self._position(tp.partition) < high:
                 if time.monotonic() > deadline:
                     raise ControlCatchUpError(
@@ -159,3 +168,4 @@ class ControlFollower:
 
     def close(self) -> None:
         self.consumer.close()
+        self._watermarks.close()
