@@ -9,7 +9,7 @@ STATE  := .state
 TP     := $(BIN)/trustplane
 
 .DEFAULT_GOAL := help
-.PHONY: help install run stop worker test test-unit lint format typecheck clean
+.PHONY: help install run stop worker test test-unit bench lint format typecheck clean
 
 help: ## Show the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -55,6 +55,10 @@ test: install ## Run the whole test suite (starts its own Kafka broker)
 
 test-unit: install ## Only the fast tests that need no broker
 	$(BIN)/pytest -m "not broker"
+
+bench: install ## Benchmark the gate end to end (`make bench ARGS=--quick` for the smoke)
+	$(BIN)/pip install --quiet -e '.[dev,bench]'
+	$(TP) bench $(ARGS)
 
 lint: install ## ruff lint and format check
 	$(BIN)/ruff check .

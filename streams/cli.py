@@ -308,6 +308,22 @@ def demo(
         )
 
 
+@cli.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def bench(ctx: typer.Context) -> None:
+    """Benchmark the gate on the local broker (`trustplane bench --help` for its options).
+
+    Throughput, end-to-end latency (HDR percentiles) and CPU per intent at fixed and
+    maximum rates, with 1 and 2 workers, next to a raw consume->produce loop and the
+    Ed25519 crypto floor; writes bench/results/<mode>.json, .md and .png.
+    """
+    from streams.bench.cli import main as bench_main
+
+    raise typer.Exit(bench_main(list(ctx.args)))
+
+
 def main() -> None:
     try:
         cli()

@@ -1,0 +1,75 @@
+"""The benchmark's quick mode end to end on the session broker (a smoke: no speed is
+asserted, only that it completes and writes sane result files)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from streams.bench.cli import main as bench_main
+from streams.config import Settings
+
+
+@pytest.mark.broker
+@pytest.mark.timeout(600)
+def test_quick_bench_completes_and_writes_its_results(
+    kafka_bootstrap: str,
+    settings_factory: Callable[..., Settings],
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    settings = settings_factory()
+    output = tmp_path / "results"
+    code = bench_main(
+        [
+            "--quick",
+            "--bootstrap", kafka_bootstrap,
+            "--state-dir", str(settings.state_dir),
+            "--output", str(output),
+        ]
+    )  # fmt: skip
+    printed = capsys.readouterr().out
+    assert code == 0
+    assert "| setup | offered |" in printed  # the table is printed
+
+    result = json.loads((output / "quick.json").read_text())
+    assert (output / "quick.md").read_text().startswith("# trustplane benchmark: quick run")
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        pass
+    else:
+        assert (output / "quick.png").stat().st_size > 10_000
+
+    assert result["mode"] == "quick"
+    assert result["workload"]["agents"] >= 50
+    assert result["crypto_floor"]["cpu_us_per_intent"] > 0
+    assert result["gate_in_process"]["outcomes"] == {
+        "approved": result["gate_in_process"]["intents"]
+    }
+    assert {b["mode"] for b in result["baselines"]} == {"plain", "txn"}
+    assert [g["workers"] for g in result["gate"]] == [1]
+    for scenario in [*result["baselines"], *result["gate"]]:
+        names = [p["name"] for p in scenario["phases"]]
+        assert "max" in names
+        for phase in scenario["phases"]:
+            # every intent got exactly one outcome, and the gate approved (nearly) all
+            assert phase["decided"] == phase["intents"] > 0
+            assert phase["duplicates"] == 0
+            assert phase["outcomes"]["approved"] >= 0.95 * phase["intents"]
+            latency = phase["latency"]
+            assert 0 < latency["p50_ms"] <= latency["p99_ms"] <= latency["p99.9_ms"]
+            assert phase["throughput"] > 0
+            assert phase["histogram"]
+    gate = result["gate"][0]["phases"]
+    assert all(p["cpu_us_per_intent"]["workers"] > 0 for p in gate if p["name"] == "max")
+    assert {g["goal"].split(" (")[0] for g in result["goals"]} >= {
+        "throughput per worker",
+        "CPU per intent / crypto floor",
+    }
+    what_if = result["whatif_in_process"]
+    assert [w["patch"] for w in what_if] == ["cedar-slices"]
+    assert what_if[0]["same_outcomes"]
