@@ -46,7 +46,7 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--whatif-workers", type=_ints, help="worker counts of the what-if runs")
     p.add_argument(
-        "--whatif-in-process", help="what-if patches for the in-process gate (default jcs-fast)"
+        "--whatif-in-process", help="what-if patches for the in-process gate (default: none)"
     )
     p.add_argument(
         "--base-patches",

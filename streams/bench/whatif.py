@@ -9,6 +9,9 @@ worker processes through this module::
 so the same ``trustplane worker`` runs with the change, and the before/after numbers
 come from one benchmark run. Nothing here is used outside the benchmark; a patch that
 proves itself is meant to be made in the real code (see each docstring for where).
+The three below were made in the real code in commit 5659b5e (so on later commits they
+change nothing); the harness keeps them as worked examples and to reproduce the
+before/after on earlier commits. ``--whatif NAME`` / ``--whatif-in-process NAME`` run one.
 
 ``control-watermarks``
     ``streams/control.py``, ``ControlFollower.sync``: the gate worker calls it before

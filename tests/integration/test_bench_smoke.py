@@ -29,6 +29,7 @@ def test_quick_bench_completes_and_writes_its_results(
             "--bootstrap", kafka_bootstrap,
             "--state-dir", str(settings.state_dir),
             "--output", str(output),
+            "--whatif-in-process", "cedar-slices",  # exercises the what-if machinery
         ]
     )  # fmt: skip
     printed = capsys.readouterr().out
