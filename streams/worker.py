@@ -58,6 +58,7 @@ class GateWorker:
         self._stop = threading.Event()
         self.processed = 0
         self.ready = threading.Event()
+        self._control_sent: list[Output] = []
         base = settings.kafka_config()
         self.consumer = Consumer(
             {
@@ -139,9 +140,11 @@ class GateWorker:
                 self.control.sync()
             else:
                 self.control.poll(0)
-        pending = self.gate.take_pending() + self.gate.tick()
+        carried = self.gate.take_pending()
+        pending = carried + self.gate.tick()
         if not messages and not pending:
             return
+        self._control_sent = []
         self.producer.begin_transaction()
         try:
             for output in pending:
@@ -157,6 +160,9 @@ class GateWorker:
             self.producer.commit_transaction()
         except KafkaException as exc:
             self._recover(exc)
+            # what was applied locally and not re-derived on retry (control lineage, the
+            # quarantine commands of this batch) goes into the next transaction
+            self.gate.emit([*carried, *(o for o in self._control_sent if o not in carried)])
             return
         self.processed += len(messages)
         self.gate.metrics.transactions.labels("committed").inc()
@@ -201,6 +207,8 @@ class GateWorker:
             self._produce(output)
 
     def _produce(self, output: Output) -> None:
+        if output.topic == "control":
+            self._control_sent.append(output)
         self.producer.produce(self.topics[output.topic], key=output.key, value=output.value)
         self.producer.poll(0)
 
