@@ -93,7 +93,6 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from confluent_kafka import (
-    OFFSET_BEGINNING,
     Consumer,
     KafkaError,
     KafkaException,
@@ -113,6 +112,7 @@ from processors.records import derived_id, digest
 from streams.codec import Codec, DecodeError, EncodeError, default_codec
 from streams.config import Settings
 from streams.topics import MAX_MESSAGE_BYTES, ensure_topics
+from streams.transactions import rewind_to_committed, start_transactions
 
 __all__ = [
     "DEFAULT_ORIGIN",
@@ -961,13 +961,7 @@ class NotaryService:
         NotaryServiceError when the notary cannot go on."""
         try:
             ensure_notary_topics(self.settings)
-            try:
-                self.producer.init_transactions(30)
-            except KafkaException as exc:
-                raise NotaryServiceError(
-                    f"cannot start Kafka transactions: {exc}",
-                    hint="is the broker up and reachable? `trustplane kafka status`",
-                ) from exc
+            start_transactions(self.producer, NotaryServiceError)
             if self.port >= 0:
                 self.http = NotaryHTTPServer(
                     lambda: self.log, self.signer.vkey, "127.0.0.1", self.port
@@ -1199,12 +1193,7 @@ class NotaryService:
             ) from again
 
     def _rewind(self) -> None:
-        assignment = self.consumer.assignment()
-        if not assignment:
-            return
-        for tp in self.consumer.committed(assignment, timeout=30):
-            offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
-            self.consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
+        rewind_to_committed(self.consumer)
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("notary assigned lineage partitions %s", [p.partition for p in partitions])

@@ -41,7 +41,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from confluent_kafka import (
-    OFFSET_BEGINNING,
     Consumer,
     KafkaError,
     KafkaException,
@@ -74,6 +73,7 @@ from streams.codec import Codec, DecodeError, default_codec
 from streams.config import Settings
 from streams.notary import ensure_notary_topics
 from streams.topics import MAX_MESSAGE_BYTES, ensure_topics
+from streams.transactions import rewind_to_committed, start_transactions
 
 __all__ = [
     "SINK_TOPICS",
@@ -300,13 +300,7 @@ class SinkRunner:
 
     def run(self) -> None:
         """Run until :meth:`stop`; raise :class:`SinkRunError` when the sink cannot go on."""
-        try:
-            self.producer.init_transactions(30)
-        except KafkaException as exc:
-            raise SinkRunError(
-                f"cannot start Kafka transactions: {exc}",
-                hint="is the broker up and reachable? `trustplane kafka status`",
-            ) from exc
+        start_transactions(self.producer, SinkRunError)
         self.consumer.subscribe(
             list(self._logical), on_assign=self._on_assign, on_revoke=self._on_revoke
         )
@@ -498,15 +492,7 @@ class SinkRunner:
         self._rewind()
 
     def _rewind(self) -> None:
-        assignment = self.consumer.assignment()
-        if not assignment:
-            return
-        for tp in self.consumer.committed(assignment, timeout=30):
-            offset = tp.offset if tp.offset >= 0 else OFFSET_BEGINNING
-            try:
-                self.consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
-            except KafkaException as exc:
-                log.debug("seek %s[%d]: %s", tp.topic, tp.partition, exc)
+        rewind_to_committed(self.consumer)
 
     # -- rebalance
 

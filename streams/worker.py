@@ -29,6 +29,7 @@ from streams.control import ControlFollower
 from streams.gate import Gate, Output
 from streams.state import KafkaAgentStates
 from streams.topics import MAX_MESSAGE_BYTES
+from streams.transactions import rewind_to_committed, start_transactions
 
 __all__ = ["GateWorker", "WorkerError"]
 
@@ -98,13 +99,7 @@ class GateWorker:
 
     def run(self) -> None:
         """Run until :meth:`stop`; raise WorkerError when the worker cannot go on."""
-        try:
-            self.producer.init_transactions(30)
-        except KafkaException as exc:
-            raise WorkerError(
-                f"cannot start Kafka transactions: {exc}",
-                hint="is the broker up and reachable? `trustplane kafka status`",
-            ) from exc
+        start_transactions(self.producer, WorkerError)
         if self.control is not None:
             applied = self.control.catch_up()
             log.info("control state rebuilt from %d records", applied)
@@ -231,12 +226,7 @@ class GateWorker:
             self.gate.reindex(partitions)
 
     def _rewind(self) -> None:
-        assignment = self.consumer.assignment()
-        if not assignment:
-            return
-        for tp in self.consumer.committed(assignment, timeout=30):
-            offset = tp.offset if tp.offset >= 0 else 0
-            self.consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
+        rewind_to_committed(self.consumer)
 
     # -- rebalance ----------------------------------------------------------
 
