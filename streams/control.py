@@ -73,12 +73,20 @@ class ControlFollower:
                 "enable.auto.commit": False,
             }
         )
-        metadata = self.consumer.list_topics(self.topic, timeout=30)
-        topic = metadata.topics.get(self.topic)
-        if topic is None or topic.error is not None:
-            raise ControlCatchUpError(
-                f"control topic {self.topic} is missing", hint="the worker creates it at start"
-            )
+        # a topic just created (by this worker, or a sink starting beside it) takes a
+        # moment to appear in the metadata
+        deadline = time.monotonic() + 30
+        while True:
+            metadata = self.consumer.list_topics(self.topic, timeout=30)
+            topic = metadata.topics.get(self.topic)
+            if topic is not None and topic.error is None and topic.partitions:
+                break
+            if time.monotonic() > deadline:
+                raise ControlCatchUpError(
+                    f"control topic {self.topic} is missing",
+                    hint="the worker creates it at start; check the broker's log",
+                )
+            time.sleep(0.2)
         self.partitions = [TopicPartition(self.topic, p, 0) for p in sorted(topic.partitions)]
         # OFFSET_BEGINNING: the compacted log from its first retained record
         self.consumer.assign([TopicPartition(self.topic, p.partition, -2) for p in self.partitions])
