@@ -12,22 +12,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from processors.approval import (  # noqa: F401 - format constants re-exported
-    PAYLOAD_TYPE,
-    PREDICATE_TYPE,
-    STATEMENT_TYPE,
-    ApprovalSigner,
-    LineagePosition,
-)
+from processors.approval import ApprovalSigner, LineagePosition
 from processors.enforcement import Enforcement, Outcome
 from processors.intent import Intent
 from processors.verdict import Verdict
 
 __all__ = [
     "SourcePosition",
-    "STATEMENT_TYPE",
-    "PREDICATE_TYPE",
-    "PAYLOAD_TYPE",
     "digest",
     "approval_record",
     "decision_record",

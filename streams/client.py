@@ -222,11 +222,3 @@ class OutcomeReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def intent_id_of(received: Received) -> str | None:
-    """The intent an outcome record is about (None for a rejection: it had no valid id)."""
-    if received.record is None:
-        return None
-    value = received.record.get("intent_id")
-    return str(value) if value is not None else None

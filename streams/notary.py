@@ -112,7 +112,7 @@ from processors.records import derived_id, digest
 from streams.codec import Codec, DecodeError, EncodeError, default_codec
 from streams.config import Settings
 from streams.topics import MAX_MESSAGE_BYTES, ensure_topics
-from streams.transactions import rewind_to_committed, start_transactions
+from streams.transactions import close_loop, rewind_to_committed, start_transactions
 
 __all__ = [
     "DEFAULT_ORIGIN",
@@ -978,11 +978,7 @@ class NotaryService:
     def close(self) -> None:
         if self.http is not None:
             self.http.close()
-        try:
-            self.consumer.close()
-        except RuntimeError:
-            pass  # already closed
-        self.producer.flush(5)
+        close_loop(self.consumer, self.producer)
         try:
             self.fetcher.close()
         except RuntimeError:

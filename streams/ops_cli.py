@@ -23,6 +23,7 @@ from processors.keys import (
     Keyset,
     b64url,
     generate_signing_key,
+    jwk_thumbprint,
     load_private_key,
     raw_public_key,
     save_private_key,
@@ -139,7 +140,7 @@ def agents_register(
     public = _public_key(key)
     payload = {
         "agent_id": agent_id,
-        "keys": [{"kid": _thumbprint(public), "x": b64url(raw_public_key(public))}],
+        "keys": [{"kid": jwk_thumbprint(public), "x": b64url(raw_public_key(public))}],
         "roles": role or [],
         "runtimes": runtime or [],
         "environments": environment or [],
@@ -158,12 +159,6 @@ def _public_key(path: Path) -> Any:
     if not isinstance(key, Ed25519PublicKey):
         raise TrustplaneError(f"{path} is not an Ed25519 key")
     return key
-
-
-def _thumbprint(public: Any) -> str:
-    from processors.keys import jwk_thumbprint
-
-    return jwk_thumbprint(public)
 
 
 @agents_app.command("revoke")

@@ -73,7 +73,7 @@ from streams.codec import Codec, DecodeError, default_codec
 from streams.config import Settings
 from streams.notary import ensure_notary_topics
 from streams.topics import MAX_MESSAGE_BYTES, ensure_topics
-from streams.transactions import rewind_to_committed, start_transactions
+from streams.transactions import close_loop, rewind_to_committed, start_transactions
 
 __all__ = [
     "SINK_TOPICS",
@@ -311,11 +311,7 @@ class SinkRunner:
             self.close()
 
     def close(self) -> None:
-        try:
-            self.consumer.close()
-        except RuntimeError:
-            pass  # already closed
-        self.producer.flush(5)
+        close_loop(self.consumer, self.producer)
 
     # -- one batch
 

@@ -8,7 +8,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer
 
 from processors.exceptions import TrustplaneError
 
-__all__ = ["start_transactions", "rewind_to_committed"]
+__all__ = ["start_transactions", "rewind_to_committed", "close_loop"]
 
 log = logging.getLogger(__name__)
 
@@ -23,6 +23,15 @@ def start_transactions(producer: Producer, error: type[TrustplaneError]) -> None
             f"cannot start Kafka transactions: {exc}",
             hint="is the broker up and reachable? `trustplane kafka status`",
         ) from exc
+
+
+def close_loop(consumer: Consumer, producer: Producer) -> None:
+    """Leave the group (if still in it) and deliver what is queued."""
+    try:
+        consumer.close()
+    except RuntimeError:
+        pass  # already closed
+    producer.flush(5)
 
 
 def rewind_to_committed(consumer: Consumer) -> None:

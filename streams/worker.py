@@ -29,7 +29,7 @@ from streams.control import ControlFollower
 from streams.gate import Gate, Output
 from streams.state import KafkaAgentStates
 from streams.topics import MAX_MESSAGE_BYTES
-from streams.transactions import rewind_to_committed, start_transactions
+from streams.transactions import close_loop, rewind_to_committed, start_transactions
 
 __all__ = ["GateWorker", "WorkerError"]
 
@@ -117,11 +117,7 @@ class GateWorker:
             self.close()
 
     def close(self) -> None:
-        try:
-            self.consumer.close()
-        except RuntimeError:
-            pass  # already closed
-        self.producer.flush(5)
+        close_loop(self.consumer, self.producer)
         for part in (self.control, self.states):
             if part is not None:
                 part.close()
