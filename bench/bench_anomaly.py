@@ -20,8 +20,8 @@ import statistics
 import time
 from typing import Any
 
-from processors.anomaly import AnomalyCheck, AnomalyConfig, AnomalyState
 from processors.intent import Intent
+from processors.layers.anomaly import AnomalyCheck, AnomalyConfig, AnomalyState
 from processors.verdict import GateState, Status
 from processors.workload import DAY_MS, generate
 

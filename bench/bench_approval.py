@@ -32,13 +32,13 @@ from processors.approval import (  # noqa: E402
     SigningKeyring,
     verify_approval,
 )
+from processors.crypto.keys import generate_signing_key  # noqa: E402
 from processors.enforcement import combine  # noqa: E402
 from processors.intent import Intent  # noqa: E402
-from processors.keys import generate_signing_key  # noqa: E402
 from processors.records import derived_id, digest  # noqa: E402
 from processors.verdict import Verdict  # noqa: E402
-from streams.client import new_intent  # noqa: E402
 from streams.codec import default_codec  # noqa: E402
+from streams.sdk.client import new_intent  # noqa: E402
 
 NOW = 1_700_000_000_000
 TTL = 300_000

@@ -26,15 +26,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from processors.control import ControlState, sign_command  # noqa: E402
-from processors.eligibility import EligibilityCheck  # noqa: E402
-from processors.identity import IdentityCheck  # noqa: E402
+from processors.crypto.keys import Keyset, b64url, generate_signing_key, raw_public_key  # noqa: E402
 from processors.intent import Intent  # noqa: E402
-from processors.keys import Keyset, b64url, generate_signing_key, raw_public_key  # noqa: E402
+from processors.layers.eligibility import EligibilityCheck  # noqa: E402
+from processors.layers.identity import IdentityCheck  # noqa: E402
+from processors.layers.policy import PolicyBundle, PolicyCheck, PolicyStore  # noqa: E402
 from processors.pipeline import Pipeline  # noqa: E402
-from processors.policy import PolicyBundle, PolicyCheck, PolicyStore  # noqa: E402
 from processors.verdict import GateState, Layer, Status  # noqa: E402
-from streams.client import new_intent  # noqa: E402
-from streams.estate import measurement  # noqa: E402
+from streams.dev.estate import measurement  # noqa: E402
+from streams.sdk.client import new_intent  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 KINDS = [

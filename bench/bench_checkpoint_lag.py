@@ -28,10 +28,10 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
-from processors.checkpoint import Checkpoint
+from processors.log.checkpoint import Checkpoint
 from streams.codec import Codec, SchemaRegistry, default_codec
 from streams.config import PROJECT_ROOT, Settings
-from streams.localkafka import LocalKafka
+from streams.dev.localkafka import LocalKafka
 from streams.notary import NotaryService
 from streams.topics import ensure_topics
 

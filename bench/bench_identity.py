@@ -19,22 +19,22 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from processors.control import ControlState, sign_command  # noqa: E402
-from processors.dsse import canonical_json  # noqa: E402
-from processors.eligibility import EligibilityCheck  # noqa: E402
-from processors.identity import (  # noqa: E402
-    IdentityCheck,
-    canonical_intent_body,
-    intent_signing_body,
-    sign_intent,
-    signing_message_for,
-)
-from processors.intent import Intent  # noqa: E402
-from processors.keys import (  # noqa: E402
+from processors.crypto.dsse import canonical_json  # noqa: E402
+from processors.crypto.keys import (  # noqa: E402
     KeyEntry,
     Keyset,
     b64url,
     generate_signing_key,
     raw_public_key,
+)
+from processors.intent import Intent  # noqa: E402
+from processors.layers.eligibility import EligibilityCheck  # noqa: E402
+from processors.layers.identity import (  # noqa: E402
+    IdentityCheck,
+    canonical_intent_body,
+    intent_signing_body,
+    sign_intent,
+    signing_message_for,
 )
 from processors.verdict import GateState, Status  # noqa: E402
 
@@ -126,7 +126,7 @@ def main() -> None:
     rows: list[str] = []
     print(f"intent body: {len(intent_signing_body(record))} bytes canonical; {n} calls x best of 5")
     measure(
-        "canonicalize: rfc8785 (processors.dsse.canonical_json)",
+        "canonicalize: rfc8785 (processors.crypto.dsse.canonical_json)",
         lambda: canonical_json(body),
         n,
         rows,

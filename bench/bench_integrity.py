@@ -16,14 +16,14 @@ import statistics
 import time
 import uuid
 
-from processors.integrity import (
+from processors.intent import Intent, RuntimeAttestation
+from processors.layers.integrity import (
     IntegrityCheck,
     IntegrityConfig,
     IntegrityState,
     RuntimeRegistration,
     RuntimeRegistry,
 )
-from processors.intent import Intent, RuntimeAttestation
 from processors.verdict import GateState, Status
 
 CODE = ("sha256:" + "1a" * 32, "sha256:" + "2b" * 32)

@@ -20,10 +20,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from streams.client import IntentPublisher, OutcomeReader  # noqa: E402
 from streams.config import Settings  # noqa: E402
-from streams.estate import Estate  # noqa: E402
+from streams.dev.estate import Estate  # noqa: E402
 from streams.operator import OperatorClient  # noqa: E402
+from streams.sdk.client import IntentPublisher, OutcomeReader  # noqa: E402
 
 
 def main() -> None:

@@ -17,10 +17,10 @@ import statistics
 import time
 from collections.abc import Callable
 
-from processors.checkpoint import Checkpoint, NoteSigner, sign_checkpoint, verify_checkpoint
-from processors.keys import generate_signing_key
-from processors.merkle import MerkleLog, verify_consistency, verify_inclusion
-from processors.notary import Notary
+from processors.crypto.keys import generate_signing_key
+from processors.log.checkpoint import Checkpoint, NoteSigner, sign_checkpoint, verify_checkpoint
+from processors.log.merkle import MerkleLog, verify_consistency, verify_inclusion
+from processors.log.notary import Notary
 
 
 def lineage_event(n: int) -> dict[str, object]:

@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import cedarpy  # noqa: E402
 
 from processors.intent import Intent  # noqa: E402
-from processors.policy import (  # noqa: E402
+from processors.layers.policy import (  # noqa: E402
     BundleManifest,
     PolicyBundle,
     PolicyCheck,
@@ -205,7 +205,7 @@ def bench_engine(engine: PolicyEngine, number: int) -> None:
 
 
 def _batch_entities(requests: list[PolicyRequest]) -> list[dict[str, Any]]:
-    from processors.policy import _agent_entity, _resource_entity  # noqa: PLC0415
+    from processors.layers.policy import _agent_entity, _resource_entity  # noqa: PLC0415
 
     entities: dict[str, dict[str, Any]] = {}
     for r in requests:
@@ -215,7 +215,7 @@ def _batch_entities(requests: list[PolicyRequest]) -> list[dict[str, Any]]:
 
 
 def _cedar_context(request: PolicyRequest) -> Any:
-    from processors.policy import _cedar_record  # noqa: PLC0415 - the engine's own mapping
+    from processors.layers.policy import _cedar_record  # noqa: PLC0415 - the engine's own mapping
 
     return _cedar_record(request.context, "context")
 

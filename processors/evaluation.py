@@ -27,17 +27,17 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from processors.anomaly import AnomalyCheck, AnomalyConfig
 from processors.enforcement import Enforcement, Outcome
 from processors.exceptions import ValidationError
-from processors.freshness import Freshness
-from processors.integrity import (
+from processors.intent import Intent
+from processors.layers.anomaly import AnomalyCheck, AnomalyConfig
+from processors.layers.freshness import Freshness
+from processors.layers.integrity import (
     IntegrityCheck,
     IntegrityConfig,
     RuntimeRegistration,
     RuntimeRegistry,
 )
-from processors.intent import Intent
 from processors.pipeline import Pipeline
 from processors.verdict import GateState, Layer, Status
 from processors.workload import BENIGN, DAY_MS, DEFAULT_START_MS, Workload, generate

@@ -2,7 +2,7 @@
 
 Deterministic per seed (every agent and scenario draws from its own seeded stream).
 Every item is ``(record, label, agent, time_ms)``: ``record`` is shaped exactly like
-``streams.client.new_intent`` output (a plain dict, ``signature`` None, ``key_id``
+``streams.sdk.client.new_intent`` output (a plain dict, ``signature`` None, ``key_id``
 "unsigned": a later harness signs it), ``label`` is ``"benign"`` or a scenario name.
 
 Benign agents (times in UTC, weekdays Monday-Friday):
@@ -721,7 +721,7 @@ def generate(
 def _record(
     ids: random.Random, draft: _Draft, runtime: Mapping[str, str], sequence: int, ttl_ms: int
 ) -> dict[str, Any]:
-    """An Intent record as ``streams.client.new_intent`` builds it (unsigned)."""
+    """An Intent record as ``streams.sdk.client.new_intent`` builds it (unsigned)."""
     return {
         "intent_id": str(uuid.UUID(int=ids.getrandbits(128), version=4)),
         "agent_id": draft.agent,

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from processors.exceptions import ConfigError
+from streams.sdk.config import ClientConfig
 
 __all__ = ["Settings", "PROJECT_ROOT", "ENV_PREFIX"]
 
@@ -243,6 +244,14 @@ class Settings:
     def kafka_config(self) -> dict[str, str | int | float | bool]:
         """Base librdkafka configuration shared by producers, consumers and admin."""
         return {"bootstrap.servers": self.resolved_bootstrap(), **self.extra}
+
+    def client_config(self) -> ClientConfig:
+        """The SDK's view of these settings: where Kafka is and the topic prefix."""
+        return ClientConfig(
+            bootstrap_servers=self.resolved_bootstrap(),
+            topic_prefix=self.topic_prefix,
+            extra=dict(self.extra),
+        )
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

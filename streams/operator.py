@@ -20,8 +20,7 @@ from confluent_kafka import Producer
 
 from processors.approval import SigningKeyring
 from processors.control import sign_command
-from processors.exceptions import TrustplaneError
-from processors.keys import (
+from processors.crypto.keys import (
     KeyFileError,
     Keyset,
     SigningKey,
@@ -29,6 +28,7 @@ from processors.keys import (
     load_private_key,
     save_private_key,
 )
+from processors.exceptions import TrustplaneError
 from streams.codec import default_codec
 from streams.config import Settings
 

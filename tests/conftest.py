@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from streams.config import PROJECT_ROOT, Settings
-from streams.localkafka import LocalKafka
+from streams.dev.localkafka import LocalKafka
 from streams.operator import ensure_local_keys
 from streams.topics import ensure_topics
 

@@ -3,7 +3,7 @@
 * :func:`crypto_floor` -- one Ed25519 verify (of the intent's real signature over its
   real signing message) plus one Ed25519 sign per intent: the least any gate that checks
   identities and signs approvals must spend. CPU µs per intent.
-* :func:`gate_in_process` -- the full gate (:func:`streams.wiring.build_gate`, every
+* :func:`gate_in_process` -- the full gate (:func:`streams.gate.wiring.build_gate`, every
   layer, approval signing, lineage, Avro) on the same pre-signed intents, with the
   estate applied to its control state directly and no Kafka at all; plus what the
   worker's per-transaction state write (:meth:`AgentStates.encode` of every touched
@@ -23,18 +23,18 @@ from pathlib import Path
 from typing import Any
 
 from processors.control import sign_command
-from processors.identity import SIGNATURE_SIZE, signing_message_for
-from processors.integrity import runtime_subject
+from processors.crypto.keys import generate_signing_key, load_private_key
 from processors.intent import Intent
-from processors.keys import generate_signing_key, load_private_key
-from processors.policy import CONTROL_SUBJECT, PolicyBundle
+from processors.layers.identity import SIGNATURE_SIZE, signing_message_for
+from processors.layers.integrity import runtime_subject
+from processors.layers.policy import CONTROL_SUBJECT, PolicyBundle
 from processors.records import SourcePosition
 from streams.bench.workload import BenchEstate, SignedIntents
 from streams.codec import default_codec
 from streams.config import Settings
-from streams.estate import BUNDLE_DIR, registration
+from streams.dev.estate import BUNDLE_DIR, registration
+from streams.gate.wiring import GateParts, build_gate
 from streams.operator import ensure_local_keys
-from streams.wiring import GateParts, build_gate
 
 __all__ = ["crypto_floor", "gate_in_process", "build_local_gate", "GateRun", "STAGES"]
 
@@ -42,13 +42,13 @@ STAGES: dict[str, tuple[str, ...]] = {
     # stage -> (file suffix:function) entries whose cumulative time is the stage's
     "decode intent (Avro)": ("streams/codec.py:decode",),
     "validate intent": ("processors/intent.py:from_record",),
-    "kill switch": ("processors/killswitch.py:evaluate",),
-    "freshness": ("processors/freshness.py:evaluate",),
-    "identity (Ed25519 verify)": ("processors/identity.py:evaluate",),
-    "eligibility": ("processors/eligibility.py:evaluate",),
-    "integrity": ("processors/integrity.py:evaluate",),
-    "Cedar policy": ("processors/policy.py:evaluate",),
-    "anomaly": ("processors/anomaly.py:evaluate",),
+    "kill switch": ("processors/layers/killswitch.py:evaluate",),
+    "freshness": ("processors/layers/freshness.py:evaluate",),
+    "identity (Ed25519 verify)": ("processors/layers/identity.py:evaluate",),
+    "eligibility": ("processors/layers/eligibility.py:evaluate",),
+    "integrity": ("processors/layers/integrity.py:evaluate",),
+    "Cedar policy": ("processors/layers/policy/__init__.py:evaluate",),
+    "anomaly": ("processors/layers/anomaly/__init__.py:evaluate",),
     "stateful observe": ("processors/pipeline.py:_observe",),
     "approval (statement, JCS, DSSE sign)": ("processors/records.py:approval_record",),
     "lineage events (build)": (
@@ -57,7 +57,7 @@ STAGES: dict[str, tuple[str, ...]] = {
         "processors/lineage.py:enforced",
     ),
     "encode outputs (Avro)": ("streams/codec.py:encode",),
-    "state write (JSON per touched agent)": ("streams/state.py:encode",),
+    "state write (JSON per touched agent)": ("streams/gate/state.py:encode",),
 }
 
 

@@ -238,7 +238,7 @@ class WorkerProcesses:
 
 class Publisher:
     """Produces pre-encoded intents with the SDK's producer settings
-    (:class:`streams.client.IntentPublisher`: idempotent, linger 5 ms)."""
+    (:class:`streams.sdk.client.IntentPublisher`: idempotent, linger 5 ms)."""
 
     def __init__(self, settings: Settings, topic: str) -> None:
         self.topic = topic
@@ -469,7 +469,7 @@ def _baseline(
     max_ms: int,
 ) -> None:
     """The gate worker's consumer and producer settings and batching
-    (:class:`streams.worker.GateWorker`), with no gate: ``txn`` also commits one
+    (:class:`streams.gate.worker.GateWorker`), with no gate: ``txn`` also commits one
     transaction per batch with the consumed offsets (the same Kafka work as the gate);
     ``plain`` produces each batch and auto-commits (the least a Python consume ->
     produce hop costs)."""

@@ -30,7 +30,7 @@ from typing import Any
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from processors.anomaly import AnomalyConfig
+from processors.layers.anomaly import AnomalyConfig
 from streams.bench.inproc import GateRun, crypto_floor, gate_in_process
 from streams.bench.procs import (
     Baseline,
@@ -399,7 +399,7 @@ class _Broker:
 def _broker(config: BenchConfig, log: Log) -> _Broker:
     if config.bootstrap:
         return _Broker(config.bootstrap, None, False, lambda: None)
-    from streams.localkafka import LocalKafka
+    from streams.dev.localkafka import LocalKafka
 
     broker = LocalKafka(config.kafka_dir, progress=lambda m: log(f"[kafka] {m}"))
     running = broker.status()

@@ -65,7 +65,7 @@ def control_watermarks() -> Undo:
     in flight (see the module docstring)."""
     from confluent_kafka import Consumer
 
-    from streams import control as mod
+    from streams.gate import control as mod
 
     cls = mod.ControlFollower
     original_init, original_sync, original_close = cls.__init__, cls.sync, cls.close
@@ -115,7 +115,7 @@ def control_view_partitions() -> Undo:
     """Create the ``control-latest`` table with the control topic's 1 partition."""
     import dataclasses
 
-    from streams import app as mod
+    from streams.gate import app as mod
 
     original = mod._add_control_view
 
@@ -134,7 +134,7 @@ def cedar_slices() -> Undo:
     """Key the policy-subset cache by agent only for agents that policies name."""
     import functools
 
-    from processors import policy as mod
+    from processors.layers import policy as mod
 
     cls = mod.PolicyEngine
     original_init = cls.__init__
@@ -189,7 +189,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         names.append(args[1])
         args = args[2:]
     apply(names)
-    from streams.cli import main as trustplane
+    from streams.cli.main import main as trustplane
 
     sys.argv = ["trustplane", *args]
     trustplane()

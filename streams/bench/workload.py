@@ -27,15 +27,15 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from processors.anomaly import AnomalyConfig
-from processors.integrity import runtime_subject
-from processors.keys import SigningKey, generate_signing_key
-from processors.policy import CONTROL_SUBJECT, PolicyBundle
-from streams.client import new_intent
+from processors.crypto.keys import SigningKey, generate_signing_key
+from processors.layers.anomaly import AnomalyConfig
+from processors.layers.integrity import runtime_subject
+from processors.layers.policy import CONTROL_SUBJECT, PolicyBundle
 from streams.codec import Codec, default_codec
 from streams.config import Settings
-from streams.estate import BUNDLE_DIR, DemoAgent, registration
+from streams.dev.estate import BUNDLE_DIR, DemoAgent, registration
 from streams.operator import OperatorClient, ensure_local_keys
+from streams.sdk.client import new_intent
 
 __all__ = [
     "ActionSpec",

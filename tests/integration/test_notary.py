@@ -21,15 +21,15 @@ import pytest
 from confluent_kafka import Consumer, IsolationLevel, KafkaError, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
-from processors.chain import ChainError, leaf_bytes, link, verify_chain
-from processors.checkpoint import NoteVerifier, verify_checkpoint
-from processors.merkle import MerkleLog, ProofError
-from processors.notary import InclusionProof, verify_event_against_checkpoint
+from processors.log.chain import ChainError, leaf_bytes, link, verify_chain
+from processors.log.checkpoint import NoteVerifier, verify_checkpoint
+from processors.log.merkle import MerkleLog, ProofError
+from processors.log.notary import InclusionProof, verify_event_against_checkpoint
+from streams.cli.proof import NotaryClient, verify_consistency_answer, verify_inclusion_answer
 from streams.codec import Codec, SchemaRegistry
 from streams.config import PROJECT_ROOT, Settings
 from streams.notary import NotaryService, notary_vkey_path
-from streams.proof_cli import NotaryClient, verify_consistency_answer, verify_inclusion_answer
-from tests.streams.test_notary_service import gate_event, next_schema_dir
+from tests.streams.notary.test_notary_service import gate_event, next_schema_dir
 
 pytestmark = pytest.mark.broker
 

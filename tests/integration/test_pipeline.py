@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from streams.client import IntentPublisher, OutcomeReader, Received, new_intent
 from streams.codec import default_codec
 from streams.config import Settings
-from streams.estate import Estate, setup_estate
+from streams.dev.estate import Estate, setup_estate
+from streams.sdk.client import IntentPublisher, OutcomeReader, Received, new_intent
 
 pytestmark = pytest.mark.broker
 

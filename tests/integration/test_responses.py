@@ -8,11 +8,11 @@ from pathlib import Path
 import pytest
 
 from processors.approval import verify_approval
-from processors.keys import Keyset
-from streams.client import IntentPublisher, OutcomeReader, Received
+from processors.crypto.keys import Keyset
 from streams.config import Settings
-from streams.estate import Estate, measurement, setup_estate
+from streams.dev.estate import Estate, measurement, setup_estate
 from streams.operator import OperatorClient
+from streams.sdk.client import IntentPublisher, OutcomeReader, Received
 
 pytestmark = pytest.mark.broker
 
@@ -148,7 +148,7 @@ def test_quarantine_and_replay_protection_survive_a_crash(store, settings_factor
 
 def test_executions_are_checked_against_issued_approvals(settings, estate, worker_factory):
     from streams.codec import default_codec
-    from streams.executor import run_example_executor
+    from streams.sdk.executor import run_example_executor
 
     worker_factory(settings).start()
     allowed = estate.intent("billing-agent", "invoices.read", "invoice:99")
@@ -196,8 +196,8 @@ def test_a_policy_bundle_hot_reloads_mid_stream(settings, estate, worker_factory
     import json
     import shutil
 
-    from processors.policy import CONTROL_SUBJECT, PolicyBundle
-    from streams.estate import BUNDLE_DIR
+    from processors.layers.policy import CONTROL_SUBJECT, PolicyBundle
+    from streams.dev.estate import BUNDLE_DIR
 
     worker_factory(settings).start()
     first = decide(settings, estate.intent("support-bot", "tickets.reply", "ticket:1"))

@@ -24,9 +24,9 @@ import pytest
 from confluent_kafka import Producer
 
 from sinks.base import QueryResult
-from streams.client import IntentPublisher, OutcomeReader, new_intent
 from streams.codec import default_codec
 from streams.config import PROJECT_ROOT, Settings
+from streams.sdk.client import IntentPublisher, OutcomeReader, new_intent
 from streams.sink import SinkQueryClient
 
 pytestmark = pytest.mark.broker
@@ -42,7 +42,7 @@ def _free_port() -> int:
 
 @dataclass
 class SinkProcess:
-    """A real `python -m streams.sql_cli sink` process."""
+    """A real `python -m streams.cli.sql sink` process."""
 
     settings: Settings
     data_dir: Path
@@ -68,7 +68,7 @@ class SinkProcess:
         command = [
             sys.executable,
             "-m",
-            "streams.sql_cli",
+            "streams.cli.sql",
             "sink",
             "--data-dir",
             str(self.data_dir),
@@ -327,7 +327,7 @@ def test_crash_between_write_and_commit_and_sigkill_lose_nothing_and_count_nothi
 def run_sql_cli(sink: SinkProcess, monkeypatch: pytest.MonkeyPatch, *args: str) -> Any:
     from typer.testing import CliRunner
 
-    import streams.sql_cli as sql_cli
+    import streams.cli.sql as sql_cli
 
     @dataclass(frozen=True)
     class WithSink(Settings):  # the fields streams/config.py is to get
@@ -402,7 +402,7 @@ def test_a_poison_record_goes_to_rejected_with_a_reason_and_the_sink_goes_on(
 def test_a_real_gate_workers_lineage_and_outcomes_land_in_the_store(
     settings_factory, worker_factory, sink_factory
 ):
-    from streams.estate import setup_estate
+    from streams.dev.estate import setup_estate
 
     bulk = Path(__file__).parent / "data" / "anomaly-bulk.toml"
     settings = settings_factory(anomaly_config_path=bulk)

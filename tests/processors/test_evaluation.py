@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from processors.anomaly import AnomalyConfig
 from processors.evaluation import (
     OfflineGate,
     Report,
@@ -18,6 +17,7 @@ from processors.evaluation import (
     main,
 )
 from processors.intent import Intent
+from processors.layers.anomaly import AnomalyConfig
 from processors.verdict import GateState, Verdict
 from processors.workload import DAY_MS, SCENARIOS, Workload, generate
 

@@ -19,7 +19,7 @@ from processors.workload import (
     WorkloadError,
     generate,
 )
-from streams.client import new_intent
+from streams.sdk.client import new_intent
 
 
 @pytest.fixture(scope="module")

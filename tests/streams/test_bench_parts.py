@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from processors.anomaly import AnomalyConfig
+from processors.layers.anomaly import AnomalyConfig
 from streams.bench.procs import intent_id_of
 from streams.bench.profile import summarize
 from streams.bench.stats import Latency
@@ -72,8 +72,8 @@ def test_py_spy_raw_profiles_are_summarized_per_thread():
 
 
 def test_what_if_patches_apply_and_undo():
-    from processors.policy import PolicyEngine
-    from streams.control import ControlFollower
+    from processors.layers.policy import PolicyEngine
+    from streams.gate.control import ControlFollower
 
     before = (PolicyEngine.__init__, ControlFollower.sync)
     undo = apply(["cedar-slices", "control-watermarks"])

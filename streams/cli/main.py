@@ -1,0 +1,338 @@
+"""``trustplane``: run the gate, talk to it, and run the local broker.
+
+Every command reads the same settings: defaults, then ``--config FILE`` (TOML) or
+``TRUSTPLANE_CONFIG``, then ``TRUSTPLANE_*`` variables. Errors print what went wrong and
+what to do, and exit non-zero; ``--verbose`` adds the traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+from rich.table import Table
+
+from processors.exceptions import TrustplaneError
+from streams.cli.ops import register_operator_commands
+from streams.cli.policy import policy_app
+from streams.cli.proof import notary_command, proof_app
+from streams.cli.sql import sink as sink_command
+from streams.cli.sql import sql as sql_command
+from streams.config import Settings
+
+__all__ = ["main", "cli"]
+
+cli = typer.Typer(
+    help="trustplane: no action an AI agent intends executes without authorization.\n\n"
+    "Agents publish intents to Kafka; gate workers authorize them and write each one's "
+    "outcome (approved, denied, review or rejected) and its lineage, exactly once.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+kafka_cli = typer.Typer(help="The local single-node Kafka broker (KRaft, from Maven Central).")
+cli.add_typer(kafka_cli, name="kafka")
+register_operator_commands(cli, policy_app)
+cli.command("sql")(sql_command)
+cli.command("sink")(sink_command)
+cli.add_typer(proof_app)  # trustplane proof ..., trustplane checkpoint
+cli.command("notary")(notary_command)
+
+# piped output (CI logs, `make run | tee`) gets a readable width instead of rich's 80
+out = Console(width=None if sys.stdout.isatty() else 140)
+err = Console(stderr=True)
+
+
+class _State:
+    config: Path | None = None
+    verbose: bool = False
+
+    def settings(self) -> Settings:
+        return Settings.load(self.config)
+
+
+state = _State()
+
+
+@cli.callback()
+def _global(
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", "-c", help="TOML settings file (a \\[trustplane] table)."),
+    ] = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Tracebacks, debug logs.")
+    ] = False,
+) -> None:
+    state.config = config
+    state.verbose = verbose
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+
+
+# -- broker -----------------------------------------------------------------
+
+
+def _local_kafka() -> Any:
+    from streams.dev.localkafka import LocalKafka
+
+    return LocalKafka(
+        state.settings().kafka_state_dir, progress=lambda m: err.print(f"[dim]{m}[/]")
+    )
+
+
+@kafka_cli.command("up")
+def kafka_up(
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for the broker.")] = 90.0,
+) -> None:
+    """Fetch Kafka with Maven (cached), format storage once, start the broker, wait for it."""
+    info = _local_kafka().up(timeout=timeout)
+    out.print(f"Kafka is up at [bold]{info.bootstrap}[/] (pid {info.pid}, log {info.log_path})")
+
+
+@kafka_cli.command("down")
+def kafka_down() -> None:
+    """Stop the local broker (data is kept; `kafka reset` deletes it)."""
+    stopped = _local_kafka().down()
+    out.print("Kafka stopped." if stopped else "Kafka was not running.")
+
+
+@kafka_cli.command("status")
+def kafka_status() -> None:
+    """Say whether the local broker is running and answering; exit 1 if not."""
+    info = _local_kafka().status()
+    if info is None:
+        out.print("Kafka is not running. Start it with `trustplane kafka up`.")
+        raise typer.Exit(1)
+    out.print(f"Kafka is up at [bold]{info.bootstrap}[/] (pid {info.pid}, data {info.data_dir})")
+
+
+@kafka_cli.command("reset")
+def kafka_reset() -> None:
+    """Stop the local broker and delete its data (topics, offsets). Jars stay cached."""
+    _local_kafka().reset()
+    out.print("Kafka stopped and its data deleted.")
+
+
+# -- gate -------------------------------------------------------------------
+
+
+@cli.command()
+def worker(
+    worker_id: Annotated[
+        str | None,
+        typer.Option(help="Stable worker name (default: host name); unique per live worker."),
+    ] = None,
+) -> None:
+    """Run a gate worker: intents -> authorization -> enforcement -> outcome + lineage.
+
+    Creates missing topics, then decides each intent exactly once (Kafka transactions).
+    Serves /metrics and /healthz on TRUSTPLANE_WEB_PORT (6066). Stop with Ctrl-C.
+    """
+    import faust
+
+    from streams.gate.app import create_app
+
+    settings = state.settings()
+    if worker_id:
+        settings = Settings(**{**settings.__dict__, "worker_id": worker_id})
+    app = create_app(settings)
+    err.print(
+        f"gate worker {settings.resolved_worker_id()} on {settings.resolved_bootstrap()}, "
+        f"topics {settings.topic('intents')} -> approved/denied/review/rejected"
+    )
+    faust.Worker(
+        app, loglevel="DEBUG" if state.verbose else "WARNING", quiet=True
+    ).execute_from_commandline()
+
+
+@cli.command()
+def submit(
+    source: Annotated[
+        str | None, typer.Argument(help="JSON or JSONL file of intents, or - for stdin.")
+    ] = None,
+    generate: Annotated[int, typer.Option(help="Generate N intents instead of reading them.")] = 0,
+    agent: Annotated[str, typer.Option(help="Agent id of generated intents.")] = "billing-agent",
+    action: Annotated[str, typer.Option(help="Action of generated intents.")] = "invoices.read",
+    resource: Annotated[str, typer.Option(help="Resource of generated intents.")] = "invoice:1",
+) -> None:
+    """Publish intents. Fields you leave out (ids, nonce, times, runtime) are filled in."""
+    from streams.sdk.client import IntentPublisher, new_intent
+
+    if source is None and not generate:
+        raise TrustplaneError("nothing to submit", hint="give a FILE, - for stdin, or --generate N")
+    intents: list[dict[str, Any]] = []
+    if generate:
+        intents = [new_intent(agent, action, resource, sequence=i + 1) for i in range(generate)]
+    else:
+        for n, raw in enumerate(_read_json_records(source or "-"), start=1):
+            intents.append(_complete_intent(raw, n))
+    with IntentPublisher(state.settings()) as publisher:
+        for intent in intents:
+            publisher.publish(intent)
+    for intent in intents[:20]:
+        out.print(f"published {intent['intent_id']}  {intent['agent_id']}  {intent['action']}")
+    if len(intents) > 20:
+        out.print(f"... and {len(intents) - 20} more")
+    out.print(f"[bold]{len(intents)}[/] intents published.")
+
+
+def _read_json_records(source: str) -> list[dict[str, Any]]:
+    text = sys.stdin.read() if source == "-" else Path(source).read_text()
+    text = text.strip()
+    try:
+        if text.startswith("["):
+            records = json.loads(text)
+        else:
+            records = [json.loads(line) for line in text.splitlines() if line.strip()]
+    except json.JSONDecodeError as exc:
+        raise TrustplaneError(
+            f"{source} is not JSON or JSONL: {exc}", hint="one intent object per line"
+        ) from exc
+    if not isinstance(records, list) or not all(isinstance(r, dict) for r in records):
+        raise TrustplaneError(f"{source}: every intent must be a JSON object")
+    return list(records)
+
+
+def _complete_intent(raw: dict[str, Any], n: int) -> dict[str, Any]:
+    from streams.sdk.client import new_intent
+
+    missing = [f for f in ("agent_id", "action", "resource") if f not in raw]
+    if missing:
+        raise TrustplaneError(f"intent #{n} lacks {', '.join(missing)}")
+    base = new_intent(
+        raw["agent_id"], raw["action"], raw["resource"], sequence=int(raw.get("sequence", n))
+    )
+    return {**base, **raw}
+
+
+@cli.command()
+def tail(
+    topic: Annotated[str, typer.Argument(help="approved, denied, review, rejected, lineage, ...")],
+    from_beginning: Annotated[bool, typer.Option(help="Start at the oldest record.")] = False,
+    limit: Annotated[int, typer.Option("--max", help="Stop after N records (0: no limit).")] = 0,
+    idle: Annotated[float, typer.Option(help="Stop after this many idle seconds (0: never).")] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
+) -> None:
+    """Print a topic's records, decoded (read_committed: only committed decisions)."""
+    from streams.sdk.client import OutcomeReader
+
+    count = 0
+    last = time.monotonic()
+    with OutcomeReader(state.settings(), [topic], from_beginning=from_beginning) as reader:
+        while True:
+            for received in reader.read(timeout=0.5):
+                last = time.monotonic()
+                count += 1
+                _print_record(received, as_json)
+                if limit and count >= limit:
+                    return
+            if idle and time.monotonic() - last > idle:
+                return
+
+
+def _print_record(received: Any, as_json: bool) -> None:
+    record = received.record
+    if as_json:
+        body = record if record is not None else {"undecodable": received.error}
+        out.print_json(json.dumps(body, default=_json_default), indent=None)
+        return
+    if record is None:
+        out.print(f"[red]{received.topic}[/] undecodable: {received.error}")
+        return
+    summary = {k: v for k, v in record.items() if k not in ("envelope", "value_prefix")}
+    out.print(f"[bold]{received.topic}[/] p{received.partition}@{received.offset} ", end="")
+    out.print(json.dumps(summary, default=_json_default), highlight=False, soft_wrap=True)
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, bytes):
+        return value.hex() if len(value) <= 64 else f"<{len(value)} bytes>"
+    raise TypeError(f"cannot show {type(value).__name__}")
+
+
+@cli.command()
+def demo(
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for every outcome.")] = 60.0,
+) -> None:
+    """Publish a small demo stream (allowed, denied, malformed) and summarize the outcomes.
+
+    Needs a running broker and worker (`make run` starts both).
+    """
+    from streams.dev.demo import run_demo
+
+    settings = state.settings()
+    with Progress(
+        TextColumn("waiting for outcomes"), BarColumn(), MofNCompleteColumn(), console=err
+    ) as bar:
+        task = bar.add_task("outcomes", total=None)
+        result = run_demo(
+            settings,
+            timeout_s=timeout,
+            progress=lambda d, t: bar.update(task, completed=d, total=t),
+        )
+    table = Table(title=f"What the gate did with {len(result.items)} demo intents")
+    for column in ("#", "demo intent", "expected", "outcome", "why"):
+        table.add_column(column, overflow="fold")
+    colors = {"approved": "green", "denied": "red", "review": "yellow", "rejected": "magenta"}
+    for n, item in enumerate(result.items, start=1):
+        got = item.got or "NO OUTCOME"
+        mark = "" if item.got == item.expected else " [bold red](unexpected)[/]"
+        table.add_row(
+            str(n),
+            item.label,
+            item.expected,
+            f"[{colors.get(got, 'red')}]{got}[/]{mark}",
+            item.reason[:160],
+        )
+    out.print(table)
+    counts = {k: sum(1 for i in result.items if i.got == k) for k in colors}
+    out.print(
+        ", ".join(f"{v} {k}" for k, v in counts.items())
+        + f" — {result.matched}/{len(result.items)} as expected, in {result.elapsed_s:.1f} s"
+    )
+    if result.matched != len(result.items):
+        raise TrustplaneError(
+            f"{len(result.items) - result.matched} demo intents did not end as expected "
+            f"({result.missing} without any outcome)",
+            hint="is a worker running? see .state/worker.log or run `trustplane worker`",
+        )
+
+
+@cli.command(
+    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
+    add_help_option=False,
+)
+def bench(ctx: typer.Context) -> None:
+    """Benchmark the gate on the local broker (`trustplane bench --help` for its options).
+
+    Throughput, end-to-end latency (HDR percentiles) and CPU per intent at fixed and
+    maximum rates, with 1 and 2 workers, next to a raw consume->produce loop and the
+    Ed25519 crypto floor; writes bench/results/<mode>.json, .md and .png.
+    """
+    from streams.bench.cli import main as bench_main
+
+    raise typer.Exit(bench_main(list(ctx.args)))
+
+
+def main() -> None:
+    try:
+        cli()
+    except TrustplaneError as exc:
+        if state.verbose:
+            raise
+        err.print(f"[red]error:[/] {exc.diagnostics()}")
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,194 @@
+"""The Faust app that hosts a gate worker: lifecycle, signals, /metrics and /healthz.
+
+The exactly-once decision loop itself is :class:`streams.gate.worker.GateWorker` (see its
+docstring for why it drives Kafka transactions directly); here it runs as a Faust
+service, so ``trustplane worker`` is a Faust worker with Faust's start-up, shutdown
+and web server. The gate itself is assembled in ``streams/wiring.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+from typing import Any
+
+import faust
+from mode import Service
+from prometheus_client import generate_latest
+
+from processors.control import ControlResult
+from processors.lineage import LineageRecorder
+from streams.codec import DecodeError, default_codec
+from streams.config import Settings
+from streams.gate.control import ControlFollower
+from streams.gate.gate import Output
+from streams.gate.metrics import GateMetrics
+from streams.gate.state import KafkaAgentStates
+from streams.gate.wiring import GateParts, build_gate
+from streams.gate.worker import GateWorker
+from streams.topics import ensure_topics
+
+__all__ = ["create_app", "build_gate"]
+
+log = logging.getLogger(__name__)
+
+
+class GateService(Service):
+    """Runs the blocking transactional loop in a thread; a fatal error crashes the app."""
+
+    def __init__(self, worker: GateWorker, **kwargs: Any) -> None:
+        self.worker = worker
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+        super().__init__(**kwargs)
+
+    async def on_start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="gate-worker", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self.worker.run()
+        except BaseException as exc:  # noqa: BLE001 - handed to the event loop below
+            log.error("gate worker stopped: %s", exc)
+            self._error = exc
+
+    @Service.task
+    async def _watch(self) -> None:
+        while not self.should_stop:
+            if self._thread is not None and not self._thread.is_alive():
+                if self._error is not None:
+                    await self.crash(self._error)
+                return
+            await asyncio.sleep(0.5)
+
+    async def on_stop(self) -> None:
+        self.worker.stop()
+        if self._thread is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 30)
+
+
+def _add_control_view(app: faust.App, settings: Settings, metrics: GateMetrics) -> None:
+    """A Faust table of the latest command kind and id per ``control`` subject.
+
+    It is an operator's view (served on /control); the decisions use the full state
+    every worker rebuilds from the compacted topic (``streams/control.py``).
+    """
+    codec = default_codec()
+    control = app.topic(
+        settings.topic("control"), key_type=bytes, value_type=bytes, value_serializer="raw"
+    )
+    # the table's changelog must have the source topic's partition count (control has 1)
+    latest = app.Table("control-latest", default=None, partitions=1)
+
+    @app.agent(control)
+    async def follow_control(stream: Any) -> None:
+        async for event in stream.events():
+            try:
+                command = codec.decode(event.value or b"", "ControlCommand")
+            except DecodeError as exc:
+                log.warning("control record is not a ControlCommand: %s", exc.reason)
+                continue
+            latest[command["subject"]] = {"kind": command["kind"], "id": command["command_id"]}
+
+    @app.page("/control")
+    async def control_page(web: Any, request: Any) -> Any:
+        return web.json({str(k): v for k, v in latest.items()})
+
+
+def _control_lineage(parts: GateParts, metrics: GateMetrics, worker: str) -> Any:
+    recorder = LineageRecorder(worker)
+    codec = default_codec()
+
+    def on_result(
+        record: dict[str, Any] | None, result: ControlResult | None, error: str | None
+    ) -> None:
+        applied = bool(result and result.applied)
+        kind = str((record or {}).get("kind") or "undecodable")
+        metrics.control_commands.labels(kind if applied else f"{kind}:refused").inc()
+        if record is None:
+            return
+        reason = error or (result.reason if result else "")
+        event = recorder.event(
+            subject=str(record.get("command_id")),
+            stage="control",
+            event_type=f"control.{'applied' if applied else 'refused'}",
+            status=kind,
+            now_ms=int(record.get("issued_at_ms") or 0),
+            agent_id=None,
+            reasons=(reason,),
+            attributes={
+                "subject": str(record.get("subject")),
+                "issued_by": str(record.get("issued_by")),
+                "key_id": str(record.get("key_id")),
+            },
+        )
+        parts.gate.emit([Output("lineage", None, codec.encode("LineageEvent", event))])
+
+    return on_result
+
+
+def create_app(settings: Settings) -> faust.App:
+    ensure_topics(settings)
+    metrics = GateMetrics()
+    parts = build_gate(settings, metrics)
+    spill = None
+    if settings.state_store == "rocksdb":
+        spill = settings.state_dir / "gate-state" / settings.resolved_worker_id()
+    states = KafkaAgentStates(
+        settings,
+        list(parts.gate.states.layers.values()),
+        spill_dir=spill,
+        max_cached=settings.max_cached_agents,
+    )
+    parts.gate.states = states
+    follower = ControlFollower(
+        settings,
+        parts.control,
+        on_result=_control_lineage(parts, metrics, settings.resolved_worker_id()),
+    )
+    worker = GateWorker(settings, parts.gate, control=follower, states=states)
+    app = faust.App(
+        f"{settings.group_id}-host",
+        broker=f"kafka://{settings.resolved_bootstrap()}",
+        autodiscover=False,
+        store="memory://",
+        topic_disable_leader=True,
+        web_enabled=settings.web_port > 0,
+        web_port=settings.web_port or 6066,
+        web_bind="0.0.0.0",  # noqa: S104 - Prometheus scrapes it from another container
+        web_host="127.0.0.1",
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=1.0,
+    )
+    # a child of the app, not an @app.service: those start only after Faust's own group
+    # has settled, and a crashed predecessor holds that group for a whole session timeout
+    app.add_dependency(GateService(worker))
+    _add_control_view(app, settings, metrics)
+
+    @app.page("/metrics")
+    async def metrics_page(web: Any, request: Any) -> Any:
+        # aiohttp wants the charset apart from the content type
+        return web.bytes(generate_latest(metrics.registry), content_type="text/plain")
+
+    @app.page("/healthz")
+    async def health_page(web: Any, request: Any) -> Any:
+        engine = parts.policies.active
+        body = {
+            "worker": worker.worker_id,
+            "ready": worker.ready.is_set(),
+            "processed": worker.processed,
+            "control": parts.control.snapshot_summary(),
+            "policy": (
+                {"version": engine.version, "digest": engine.digest}
+                if engine is not None
+                else {"refused": parts.policies.last_refusal}
+            ),
+            "killswitch": parts.killswitches.summary(),
+            "approval_keys": sorted(parts.signer.public_keyset()),
+        }
+        return web.bytes(json.dumps(body).encode(), content_type="application/json")
+
+    return app

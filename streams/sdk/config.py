@@ -1,0 +1,172 @@
+"""What an agent or an executor needs to reach the trust plane, and nothing more.
+
+The gate's :class:`~streams.config.Settings` knows about policies, state stores and
+ClickHouse; an agent only needs to know where Kafka is, which topic prefix the estate
+uses and how to authenticate. :class:`ClientConfig` is that, read from keyword
+arguments, a TOML file (``[trustplane]`` table) or ``TRUSTPLANE_*`` environment
+variables, in that order of precedence (environment last, so it wins).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from processors.exceptions import ConfigError
+
+__all__ = ["ClientConfig", "Secret", "KafkaSettings"]
+
+ENV_PREFIX = "TRUSTPLANE_"
+
+KafkaSettings = dict[str, str | int | float | bool]
+"""A librdkafka configuration dictionary."""
+
+
+class Secret:
+    """A string that never shows itself in a repr, a log line or a traceback."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def get(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret('********')" if self._value else "Secret('')"
+
+
+@dataclass(frozen=True)
+class ClientConfig:
+    """Where the broker is and who this client is: enough to publish and consume."""
+
+    bootstrap_servers: str
+    """Kafka bootstrap servers, e.g. ``127.0.0.1:9092``."""
+    topic_prefix: str = ""
+    """Prefix of every topic name the estate uses (``prod.`` gives ``prod.intents``)."""
+    security_protocol: str = ""
+    """librdkafka ``security.protocol`` (e.g. ``SASL_PLAINTEXT``, ``SASL_SSL``); empty: the
+    broker's default listener."""
+    sasl_mechanism: str = ""
+    """e.g. ``SCRAM-SHA-512``."""
+    username: str = ""
+    password: Secret = field(default_factory=lambda: Secret(""))
+    extra: Mapping[str, str] = field(default_factory=dict)
+    """Further librdkafka settings passed through unchanged."""
+
+    def __post_init__(self) -> None:
+        if not self.bootstrap_servers:
+            raise ConfigError(
+                "no Kafka bootstrap servers given",
+                hint="set TRUSTPLANE_BOOTSTRAP_SERVERS (e.g. 127.0.0.1:9092)",
+            )
+        if any(ch.isspace() for ch in self.topic_prefix):
+            raise ConfigError(f"topic_prefix must not contain spaces: {self.topic_prefix!r}")
+        if self.username and not self.password:
+            raise ConfigError(
+                f"a username ({self.username!r}) is set but no password",
+                hint="set TRUSTPLANE_PASSWORD, or the password in the config file",
+            )
+
+    def topic(self, name: str) -> str:
+        """The full name of one of the estate's topics."""
+        return f"{self.topic_prefix}{name}"
+
+    def kafka_config(self) -> KafkaSettings:
+        """Base librdkafka configuration shared by producers, consumers and admin."""
+        config: KafkaSettings = {"bootstrap.servers": self.bootstrap_servers}
+        if self.security_protocol:
+            config["security.protocol"] = self.security_protocol
+        if self.sasl_mechanism:
+            config["sasl.mechanism"] = self.sasl_mechanism
+        if self.username:
+            config["sasl.username"] = self.username
+            config["sasl.password"] = self.password.get()
+        config.update(self.extra)
+        return config
+
+    @classmethod
+    def load(
+        cls,
+        config_file: Path | None = None,
+        environ: Mapping[str, str] | None = None,
+        **overrides: Any,
+    ) -> ClientConfig:
+        """Keyword arguments, then the TOML file (or ``TRUSTPLANE_CONFIG``), then the
+        environment (``TRUSTPLANE_BOOTSTRAP_SERVERS``, ``TRUSTPLANE_TOPIC_PREFIX``,
+        ``TRUSTPLANE_SECURITY_PROTOCOL``, ``TRUSTPLANE_SASL_MECHANISM``,
+        ``TRUSTPLANE_USERNAME``, ``TRUSTPLANE_PASSWORD``, ``TRUSTPLANE_KAFKA_<NAME>``)."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = dict(overrides)
+        extra: dict[str, str] = {str(k): str(v) for k, v in dict(values.pop("extra", {})).items()}
+        path = config_file or (
+            Path(env[ENV_PREFIX + "CONFIG"]) if ENV_PREFIX + "CONFIG" in env else None
+        )
+        if path is not None:
+            section = _read_toml(path)
+            extra.update({str(k): str(v) for k, v in dict(section.pop("kafka", {})).items()})
+            values.update({k: v for k, v in section.items() if k in _FIELDS})
+        for name in _FIELDS:
+            if ENV_PREFIX + name.upper() in env:
+                values[name] = env[ENV_PREFIX + name.upper()]
+        for key, raw in env.items():
+            if key.startswith(ENV_PREFIX + "KAFKA_"):
+                extra[key[len(ENV_PREFIX + "KAFKA_") :].lower().replace("_", ".")] = raw
+        if "password" in values and not isinstance(values["password"], Secret):
+            values["password"] = Secret(str(values["password"]))
+        if "bootstrap_servers" not in values and "state_dir" in values:
+            values["bootstrap_servers"] = local_bootstrap(Path(values["state_dir"]))
+        values.pop("state_dir", None)
+        return cls(**{k: v for k, v in values.items() if k in _FIELDS}, extra=extra)
+
+
+_FIELDS = (
+    "bootstrap_servers",
+    "topic_prefix",
+    "security_protocol",
+    "sasl_mechanism",
+    "username",
+    "password",
+)
+
+
+def local_bootstrap(state_dir: Path) -> str:
+    """The bootstrap address of the broker ``trustplane kafka up`` started in ``state_dir``."""
+    info = state_dir / "kafka" / "broker.json"
+    try:
+        return str(json.loads(info.read_text())["bootstrap"])
+    except FileNotFoundError as exc:
+        raise ConfigError(
+            "no Kafka broker configured and no local broker is running",
+            hint="run `trustplane kafka up` (or `make run`), or set TRUSTPLANE_BOOTSTRAP_SERVERS",
+        ) from exc
+    except (ValueError, KeyError, TypeError, OSError) as exc:
+        raise ConfigError(f"{info} is unreadable: {exc}") from exc
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        data = tomllib.loads(path.read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file {path} does not exist") from exc
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc}") from exc
+    section = data.get("trustplane", data)
+    if not isinstance(section, dict):
+        raise ConfigError(f"config file {path}: [trustplane] must be a table")
+    return dict(section)
