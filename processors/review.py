@@ -185,9 +185,6 @@ class ReviewQueue:
     def remove(self, intent_id: str) -> None:
         self.pending = [p for p in self.pending if p.intent_id != intent_id]
 
-    def next_deadline(self) -> int | None:
-        return min((p.deadline_ms for p in self.pending), default=None)
-
 
 class ReviewQueueCodec:
     """Makes the review queue part of an agent's changelog state (like a stateful layer)."""

@@ -15,11 +15,12 @@ from __future__ import annotations
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from types import MappingProxyType
 from typing import Literal, Protocol
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from processors.timefmt import iso_ms  # re-exported: the layers import it from here
 
 __all__ = [
     "AgentDirectory",
@@ -52,17 +53,6 @@ def is_identifier(value: object) -> bool:
     return isinstance(value, str) and IDENTIFIER_PATTERN.fullmatch(value) is not None
 
 
-def iso_ms(ms: int | None) -> str:
-    """Milliseconds since the epoch as ISO 8601 UTC (``2023-11-14T22:13:20.000Z``)."""
-    if ms is None:
-        return "an unknown time"
-    try:
-        moment = datetime.fromtimestamp(ms / 1000, tz=UTC)
-    except (OverflowError, OSError, ValueError):
-        return f"{ms} ms since the epoch"
-    return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
 @dataclass(frozen=True, slots=True)
 class AgentKey:
     """One Ed25519 public key of an agent, parsed once when the agent is registered."""
@@ -87,9 +77,6 @@ class AgentKey:
         if self.not_after_ms is not None and now_ms >= self.not_after_ms:
             return f"key {self.kid!r} expired at {iso_ms(self.not_after_ms)} (now {iso_ms(now_ms)})"
         return None
-
-    def usable_at(self, now_ms: int) -> bool:
-        return not self.revoked and self.window_problem(now_ms) is None
 
 
 @dataclass(frozen=True, slots=True)
