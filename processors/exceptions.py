@@ -1,7 +1,23 @@
-"""The one root error of trustplane, and the errors of the decision layers.
+"""The one root error of trustplane, and the errors every package shares.
 
 Every error a person can see carries a reason they can act on: ``diagnostics()``
 returns it as text, and the CLI prints it once and exits non-zero.
+
+The hierarchy of the failed checks (each package keeps its own subclasses)::
+
+    TrustplaneError
+    ├── ConfigError
+    ├── ValidationError
+    └── VerificationError                   something must not be trusted or acted on
+        ├── ApprovalVerificationError       processors.approval.exceptions (one per step)
+        │   └── ApprovalRecordError         streams.sdk.executor
+        ├── ProofError                      processors.log.merkle (inclusion, consistency)
+        ├── NoteError                       processors.log.checkpoint (signed notes)
+        │   └── CheckpointError
+        ├── ChainError                      processors.log.chain (hash links)
+        └── SignatureError                  processors.crypto.keys (also a KeyError_)
+
+Catch :class:`VerificationError` to refuse anything that failed a check, whatever it was.
 """
 
 from __future__ import annotations
@@ -10,6 +26,7 @@ __all__ = [
     "TrustplaneError",
     "ConfigError",
     "ValidationError",
+    "VerificationError",
 ]
 
 
@@ -39,3 +56,8 @@ class ValidationError(TrustplaneError):
     def __init__(self, code: str, reason: str) -> None:
         super().__init__(reason)
         self.code = code
+
+
+class VerificationError(TrustplaneError):
+    """A check failed (signature, approval, proof, checkpoint, chain link): what was
+    checked must not be trusted or acted on. The subclass says which check."""

@@ -40,6 +40,7 @@ early, is invalid, or is followed by trailing bytes).
 from __future__ import annotations
 
 import functools
+import importlib.resources
 import io
 import json
 import reprlib
@@ -75,7 +76,18 @@ MAGIC = b"\xc3\x01"
 """The two marker bytes that start every single-object encoded record."""
 HEADER_SIZE = len(MAGIC) + 8
 """Marker plus fingerprint: the body starts at this offset."""
-SCHEMA_DIR = Path(__file__).resolve().parent.parent / "schemas"
+
+
+def _schema_dir() -> Path:
+    """The folder of the ``schemas`` package: package data of the installed wheel (or the
+    checkout, for an editable install)."""
+    try:
+        return Path(str(importlib.resources.files("schemas")))
+    except ModuleNotFoundError:  # a checkout on sys.path, not installed
+        return Path(__file__).resolve().parent.parent / "schemas"
+
+
+SCHEMA_DIR = _schema_dir()
 """Where the current schemas are; older versions are in its ``history`` folder."""
 DECODE_ERROR_CODES = frozenset(
     {"empty", "not_avro", "unknown_schema", "wrong_record_type", "truncated", "too_large"}
@@ -176,7 +188,11 @@ class SchemaRegistry:
         """
         current = [_load(file) for file in sorted(path.glob("*.avsc"))]
         if not current:
-            raise ConfigError(f"no Avro schemas (*.avsc) in {path}")
+            raise ConfigError(
+                f"no Avro schemas (*.avsc) in {path}",
+                hint="reinstall trustplane; if a folder or package named 'schemas' comes "
+                "earlier on sys.path, it shadows trustplane's: rename it",
+            )
         history = [_load(file) for file in sorted((path / "history").glob("*.avsc"))]
         return cls(current, history)
 

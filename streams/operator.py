@@ -10,33 +10,26 @@ shipped to workers and executors.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Producer
-
-from processors.approval import SigningKeyring
+from processors.approval.keyring import SigningKeyring
 from processors.control import sign_command
 from processors.crypto.keys import (
     KeyFileError,
-    Keyset,
     SigningKey,
     generate_signing_key,
     load_private_key,
     save_private_key,
 )
-from processors.exceptions import TrustplaneError
+from streams import kafka
 from streams.codec import default_codec
 from streams.config import Settings
+from streams.sdk.publish import Publisher, PublishError
 
 __all__ = ["LocalKeys", "ensure_local_keys", "OperatorClient", "agent_key", "PublishError"]
-
-
-class PublishError(TrustplaneError):
-    """A control command could not be delivered."""
 
 
 @dataclass(frozen=True)
@@ -84,13 +77,6 @@ def agent_key(settings: Settings, agent_id: str, *, create: bool = True) -> Sign
     return load_private_key(path)
 
 
-def operator_keyset(settings: Settings) -> Keyset:
-    path = settings.resolved_operator_keys_path
-    if not path.exists():
-        return Keyset()
-    return Keyset.from_file(path)
-
-
 class OperatorClient:
     """Signs control commands with the operator key and publishes them."""
 
@@ -102,8 +88,12 @@ class OperatorClient:
         self.issued_by = issued_by
         self.codec = default_codec()
         self.topic = settings.topic("control")
-        self._errors: list[str] = []
-        self.producer = Producer({**settings.kafka_config(), "enable.idempotence": True})
+        self.producer = kafka.producer(settings)
+        self._publisher = Publisher(
+            self.producer,
+            what="control commands",
+            hint="is the broker up? `trustplane kafka status`",
+        )
 
     def command(
         self,
@@ -120,33 +110,16 @@ class OperatorClient:
         self, kind: str, payload: Mapping[str, Any], *, subject: str | None = None
     ) -> dict[str, Any]:
         record = self.command(kind, payload, subject=subject)
-        self.producer.produce(
-            self.topic,
-            key=str(record["subject"]).encode(),
-            value=self.codec.encode("ControlCommand", record),
-            on_delivery=self._delivered,
-        )
-        self.producer.poll(0)
+        value = self.codec.encode("ControlCommand", record)
+        self._publisher.send(self.topic, str(record["subject"]).encode(), value)
         return record
 
-    def _delivered(self, err: Any, msg: Any) -> None:
-        if err is not None:
-            self._errors.append(str(err))
-
     def flush(self, timeout: float = 30.0) -> None:
-        remaining = self.producer.flush(timeout)
-        if remaining or self._errors:
-            raise PublishError(
-                f"{remaining} control commands undelivered; errors: {'; '.join(self._errors[:3])}",
-                hint="is the broker up? `trustplane kafka status`",
-            )
+        """Wait until every command sent is delivered, or raise PublishError."""
+        self._publisher.flush(timeout)
 
     def __enter__(self) -> OperatorClient:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.flush()
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000

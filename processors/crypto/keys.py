@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from nacl.exceptions import BadSignatureError
 from nacl.signing import VerifyKey
 
-from processors.exceptions import TrustplaneError
+from processors.exceptions import TrustplaneError, VerificationError
 
 __all__ = [
     "KeyError_",
@@ -63,7 +63,7 @@ class UnknownKeyError(KeyError_):
     """No key with that id in the keyset (or it is retired)."""
 
 
-class SignatureError(KeyError_):
+class SignatureError(KeyError_, VerificationError):
     """A signature does not verify."""
 
 

@@ -27,7 +27,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from processors.crypto.dsse import CanonicalizationError, canonical_json
-from processors.exceptions import TrustplaneError
+from processors.exceptions import VerificationError
 
 __all__ = [
     "HASH_PREFIX",
@@ -44,7 +44,7 @@ HASH_PREFIX = "sha256:"
 _HASH_RE = re.compile(r"sha256:[0-9a-f]{64}")
 
 
-class ChainError(TrustplaneError):
+class ChainError(VerificationError):
     """A lineage event or chain of events has been altered, dropped, inserted or reordered.
 
     ``position`` is the index (in the sequence given) of the first event found wrong.

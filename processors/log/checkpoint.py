@@ -42,7 +42,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, NoEncryption, PrivateFormat
 
 from processors.crypto.keys import SigningKey, jwk_thumbprint, raw_public_key
-from processors.exceptions import TrustplaneError
+from processors.exceptions import VerificationError
 from processors.log.merkle import HASH_SIZE
 
 __all__ = [
@@ -67,7 +67,7 @@ _HEX8 = re.compile(r"[0-9a-fA-F]{8}")
 _DECIMAL = re.compile(r"0|[1-9][0-9]*")
 
 
-class NoteError(TrustplaneError):
+class NoteError(VerificationError):
     """A signed note is malformed, or no trusted key's signature on it verifies."""
 
 

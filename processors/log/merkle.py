@@ -26,7 +26,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 
-from processors.exceptions import TrustplaneError
+from processors.exceptions import TrustplaneError, VerificationError
 
 __all__ = [
     "HASH_SIZE",
@@ -52,7 +52,7 @@ class MerkleError(TrustplaneError):
     """A Merkle log was asked for something it cannot give (a size or index out of range)."""
 
 
-class ProofError(TrustplaneError):
+class ProofError(VerificationError):
     """An inclusion or consistency proof does not verify, or is malformed."""
 
 

@@ -281,7 +281,7 @@ def verify_event_against_checkpoint(
     origin: str | None = None,
 ) -> Checkpoint:
     """Return the checkpoint if ``event`` is leaf ``index`` of the log it signs; raise a
-    TrustplaneError (NoteError, CheckpointError, ChainError or ProofError) otherwise.
+    VerificationError (NoteError, CheckpointError, ChainError or ProofError) otherwise.
 
     (1) the checkpoint note carries a valid signature by ``verifier`` and its text is a
     C2SP checkpoint (of log ``origin`` when given); (2) the event is linked and intact:
@@ -318,7 +318,7 @@ def verify_checkpoint_consistency(
     origin: str | None = None,
 ) -> tuple[Checkpoint, Checkpoint]:
     """Return (old, new) checkpoints if the log of ``new_note`` extends that of
-    ``old_note``; raise a TrustplaneError otherwise.
+    ``old_note``; raise a VerificationError otherwise.
 
     (1) both notes are checkpoints signed by ``verifier``, of the same log (``origin``
     when given); (2) the proof is between their sizes; (3) RFC 9162 §2.1.4.2 holds for

@@ -2,7 +2,8 @@
 
 Agents use :class:`IntentPublisher`; operators and executors read the outcome topics
 with :class:`OutcomeReader` (``read_committed``: only records of committed gate
-transactions are seen, so each intent's outcome appears exactly once).
+transactions are seen, so each intent's outcome appears exactly once). Both take a
+:class:`~streams.sdk.config.ClientConfig` (or the server ``Settings``).
 """
 
 from __future__ import annotations
@@ -13,22 +14,20 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import KafkaException, TopicPartition
 
 from processors.crypto.keys import SigningKey
 from processors.exceptions import TrustplaneError
 from processors.layers.identity import sign_intent
+from streams import kafka
 from streams.codec import Codec, DecodeError, default_codec
-from streams.config import Settings
+from streams.sdk.config import Endpoint
+from streams.sdk.publish import Publisher, PublishError
 from streams.topics import MAX_MESSAGE_BYTES, OUTCOME_TOPICS
 
 __all__ = ["new_intent", "IntentPublisher", "OutcomeReader", "Received", "PublishError"]
 
 UNSIGNED_KEY_ID = "unsigned"
-
-
-class PublishError(TrustplaneError):
-    """An intent could not be delivered to Kafka."""
 
 
 def new_intent(
@@ -76,48 +75,32 @@ def new_intent(
 
 
 class IntentPublisher:
-    """Publish intents to ``intents``, keyed by agent id (idempotent producer)."""
+    """Publish intents to ``intents``, keyed by agent id (idempotent producer).
 
-    def __init__(self, settings: Settings, codec: Codec | None = None) -> None:
+    ``flush()`` (also on leaving a ``with`` block) waits for delivery and raises
+    :class:`PublishError` if an intent did not reach the broker.
+    """
+
+    def __init__(self, config: Endpoint, codec: Codec | None = None) -> None:
         self.codec = codec or default_codec()
-        self.topic = settings.topic("intents")
-        self._errors: list[str] = []
-        self.producer = Producer(
-            {
-                **settings.kafka_config(),
-                "enable.idempotence": True,
-                "linger.ms": 5,
-                "message.max.bytes": MAX_MESSAGE_BYTES + 1024,
-            }
+        self.topic = config.topic("intents")
+        self.producer = kafka.producer(
+            config, {"linger.ms": 5, "message.max.bytes": MAX_MESSAGE_BYTES + 1024}
         )
+        self._publisher = Publisher(self.producer, what="intents")
 
     def publish(self, intent: Mapping[str, Any]) -> str:
+        """Encode and queue one intent record (see :func:`new_intent`); return its id."""
         value = self.codec.encode("Intent", intent)
         self.publish_raw(str(intent["agent_id"]).encode(), value)
         return str(intent["intent_id"])
 
     def publish_raw(self, key: bytes | None, value: bytes | None) -> None:
         """Publish bytes as they are (for tests and demos of bad input)."""
-        while True:
-            try:
-                self.producer.produce(self.topic, key=key, value=value, on_delivery=self._delivered)
-                break
-            except BufferError:
-                self.producer.poll(0.1)
-        self.producer.poll(0)
-
-    def _delivered(self, err: Any, msg: Any) -> None:
-        if err is not None:
-            self._errors.append(str(err))
+        self._publisher.send(self.topic, key, value)
 
     def flush(self, timeout: float = 30.0) -> None:
-        remaining = self.producer.flush(timeout)
-        if remaining or self._errors:
-            raise PublishError(
-                f"{remaining} intents undelivered, {len(self._errors)} failed: "
-                f"{'; '.join(self._errors[:3])}",
-                hint="check the broker (`trustplane kafka status`) and the topic exists",
-            )
+        self._publisher.flush(timeout)
 
     def __enter__(self) -> IntentPublisher:
         return self
@@ -142,7 +125,7 @@ class OutcomeReader:
 
     def __init__(
         self,
-        settings: Settings,
+        config: Endpoint,
         topics: Iterable[str] = OUTCOME_TOPICS,
         *,
         group_id: str | None = None,
@@ -150,18 +133,19 @@ class OutcomeReader:
         codec: Codec | None = None,
     ) -> None:
         self.codec = codec or default_codec()
-        self._logical = {settings.topic(t): t for t in topics}
-        self.consumer = Consumer(
+        self._logical = {config.topic(t): t for t in topics}
+        self.consumer = kafka.consumer(
+            config,
+            group_id or f"trustplane-reader-{uuid.uuid4().hex[:8]}",
             {
-                **settings.kafka_config(),
-                "group.id": group_id or f"trustplane-reader-{uuid.uuid4().hex[:8]}",
+                # a named group remembers where it stopped; an anonymous one reads anew
                 "enable.auto.commit": group_id is not None,
+                "enable.auto.offset.store": True,
                 "auto.offset.reset": "earliest" if from_beginning else "latest",
-                "isolation.level": "read_committed",
                 # a read_committed fetch is not woken by a commit marker: poll often
                 "fetch.wait.max.ms": 20,
                 "fetch.max.bytes": MAX_MESSAGE_BYTES * 2,
-            }
+            },
         )
         if from_beginning:
             self.consumer.subscribe(list(self._logical))

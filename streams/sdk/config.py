@@ -15,16 +15,29 @@ import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from processors.exceptions import ConfigError
 
-__all__ = ["ClientConfig", "Secret", "KafkaSettings"]
+__all__ = ["ClientConfig", "Endpoint", "Secret", "KafkaSettings"]
 
 ENV_PREFIX = "TRUSTPLANE_"
 
 KafkaSettings = dict[str, str | int | float | bool]
 """A librdkafka configuration dictionary."""
+
+
+class Endpoint(Protocol):
+    """What the SDK needs of a configuration: :class:`ClientConfig`, or the server
+    :class:`~streams.config.Settings` (which the gate and the CLI pass)."""
+
+    def kafka_config(self) -> KafkaSettings:
+        """Base librdkafka settings (bootstrap servers, credentials)."""
+        ...
+
+    def topic(self, name: str) -> str:
+        """The full name of one of the estate's topics."""
+        ...
 
 
 class Secret:
@@ -132,6 +145,7 @@ class ClientConfig:
         if "bootstrap_servers" not in values and "state_dir" in values:
             values["bootstrap_servers"] = local_bootstrap(Path(values["state_dir"]))
         values.pop("state_dir", None)
+        values.setdefault("bootstrap_servers", "")  # refused in __post_init__, with a hint
         return cls(**{k: v for k, v in values.items() if k in _FIELDS}, extra=extra)
 
 

@@ -1,10 +1,25 @@
-"""Executor SDK glue and the example executor: consume ``approved``, verify, act, report.
+"""The executor's SDK: consume ``approved``, verify, mark used, act, report the outcome.
+
+One import::
+
+    from streams.sdk.executor import (ApprovalConsumer, ClientConfig, Keyset,
+                                      OutcomeReporter, SqliteSeenStore, VerifiedApproval)
+
+    config = ClientConfig.load()                       # TRUSTPLANE_BOOTSTRAP_SERVERS, ...
+    keyset = Keyset.from_file(Path("approvals.jwks.json"))  # the gate's published JWKS
+    with ApprovalConsumer(config, keyset, SqliteSeenStore("seen.db")) as approvals, \
+            OutcomeReporter(config) as outcomes:
+        for result in approvals:
+            if isinstance(result, VerifiedApproval):   # anything else: do not act
+                outcomes.report(result, "EXECUTED", run(result), "my-executor")
+
+This module holds public keys only: it imports neither the gate's signer nor its keyring.
 
 An executor trusts nothing in an Approval record but its signed DSSE envelope. For each
 record on ``approved`` (read with ``isolation.level=read_committed``) it
 
 1. decodes the Avro Approval record;
-2. verifies the envelope with :func:`processors.approval.verify_approval` against the
+2. verifies the envelope with :func:`processors.approval.verify.verify_approval` against the
    gate's published keyset (signature, statement, expiry, and, if the record carries
    the intent bytes, the intent digest);
 3. checks that the record's plain fields (ids, action, resource, digest, expiry, Kafka
@@ -17,7 +32,7 @@ them (an execution reported without a valid approval raises an alert downstream)
 
 Offsets are stored after the caller has handled a yielded result, and committed by
 the consumer; a crash redelivers the records in flight, and the single-use store
-(durable: :class:`~processors.approval.SqliteSeenStore`) refuses those already claimed.
+(durable: :class:`~processors.approval.seen.SqliteSeenStore`) refuses those already claimed.
 So an approval is executed at most once; one claimed but not executed before a crash
 is not retried (its reuse is refused), it must be re-requested.
 """
@@ -30,36 +45,52 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
+from confluent_kafka import KafkaError, KafkaException
 
-from processors.approval import (
+from processors.approval.exceptions import ApprovalVerificationError
+from processors.approval.seen import InMemorySeenStore, SeenStore, SqliteSeenStore
+from processors.approval.verify import (
     DEFAULT_MAX_SKEW_MS,
-    ApprovalVerificationError,
-    SeenStore,
-    SqliteSeenStore,
     VerifiedApproval,
     claim_once,
     verify_approval,
 )
-from processors.crypto.keys import KeyEntry
-from processors.exceptions import TrustplaneError
+from processors.crypto.keys import KeyEntry, Keyset
 from processors.records import derived_id
+from streams import kafka
 from streams.codec import Codec, DecodeError, EncodeError, default_codec
-from streams.config import Settings
+from streams.sdk.config import ClientConfig, Endpoint
+from streams.sdk.publish import ProducerLike, Publisher, PublishError
 from streams.topics import MAX_MESSAGE_BYTES
 
+if TYPE_CHECKING:
+    from streams.config import Settings
+
 __all__ = [
-    "ApprovalRecordError",
-    "OutcomeReportError",
-    "VerificationFailure",
-    "ApprovalResult",
-    "verify_approval_record",
+    # configuration and keys
+    "ClientConfig",
+    "Keyset",
+    # consuming and verifying
     "ApprovalConsumer",
+    "ApprovalResult",
+    "VerificationFailure",
+    "VerifiedApproval",
+    "verify_approval_record",
+    "verify_approval",
+    "claim_once",
+    "SeenStore",
+    "InMemorySeenStore",
+    "SqliteSeenStore",
+    "ApprovalVerificationError",
+    "ApprovalRecordError",
+    # reporting
     "OutcomeReporter",
+    "OutcomeReportError",
     "outcome_record",
     "report_outcome",
+    # the example executor
     "ExecutorSummary",
     "run_example_executor",
 ]
@@ -75,8 +106,8 @@ class ApprovalRecordError(ApprovalVerificationError):
     its signed statement."""
 
 
-class OutcomeReportError(TrustplaneError):
-    """An outcome could not be delivered to Kafka."""
+class OutcomeReportError(PublishError):
+    """An outcome could not be built or delivered to Kafka."""
 
 
 @dataclass(frozen=True)
@@ -188,7 +219,7 @@ class ApprovalConsumer:
 
     def __init__(
         self,
-        settings: Settings,
+        config: Endpoint,
         keyset: Mapping[str, KeyEntry],
         seen: SeenStore | None,
         *,
@@ -202,20 +233,24 @@ class ApprovalConsumer:
         self.seen = seen
         self.codec = codec or default_codec()
         self.clock = clock
-        self.max_skew_ms = max_skew_ms if max_skew_ms is not None else settings.max_clock_skew_ms
-        self.topic = settings.topic("approved")
+        # the server Settings carry the estate's skew; a ClientConfig has the default
+        self.max_skew_ms = (
+            max_skew_ms
+            if max_skew_ms is not None
+            else int(getattr(config, "max_clock_skew_ms", DEFAULT_MAX_SKEW_MS))
+        )
+        self.topic = config.topic("approved")
         self._stop = threading.Event()
-        self.consumer: _Consumer = consumer or Consumer(
+        self.consumer: _Consumer = consumer or kafka.consumer(
+            config,
+            group_id,
             {
-                **settings.kafka_config(),
-                "group.id": group_id,
+                # offsets are stored by hand once a result was handled, committed by librdkafka
                 "enable.auto.commit": True,
-                "enable.auto.offset.store": False,
                 "auto.offset.reset": "earliest",
-                "isolation.level": "read_committed",
                 "max.partition.fetch.bytes": MAX_MESSAGE_BYTES + 1024,
                 "fetch.max.bytes": MAX_MESSAGE_BYTES * 2,
-            }
+            },
         )
         self.consumer.subscribe([self.topic])
 
@@ -331,34 +366,29 @@ def outcome_record(
     }
 
 
-class _Producer(Protocol):
-    def produce(
-        self,
-        topic: str,
-        *,
-        value: bytes,
-        key: bytes,
-        on_delivery: Callable[[Any, Any], None],
-    ) -> None: ...
-    def poll(self, timeout: float = ...) -> int: ...
-    def flush(self, timeout: float = ...) -> int: ...
-
-
 class OutcomeReporter:
-    """Produce Outcome records to ``outcomes``, keyed by agent id (idempotent producer)."""
+    """Produce Outcome records to ``outcomes``, keyed by agent id (idempotent producer).
+
+    ``flush()`` (also on leaving a ``with`` block) waits for delivery and raises
+    :class:`OutcomeReportError` if an outcome did not reach the broker.
+    """
 
     def __init__(
         self,
-        settings: Settings,
+        config: Endpoint,
         *,
         codec: Codec | None = None,
-        producer: _Producer | None = None,
+        producer: ProducerLike | None = None,
     ) -> None:
         self.codec = codec or default_codec()
-        self.topic = settings.topic("outcomes")
-        self._errors: list[str] = []
-        self.producer: _Producer = producer or Producer(
-            {**settings.kafka_config(), "enable.idempotence": True, "linger.ms": 5}
+        self.topic = config.topic("outcomes")
+        self.producer: ProducerLike = producer or kafka.producer(config, {"linger.ms": 5})
+        self._publisher = Publisher(
+            self.producer,
+            what="outcomes",
+            error=OutcomeReportError,
+            hint="check the broker (`trustplane kafka status`) and that the outcomes "
+            "topic exists and this executor may write it",
         )
 
     def report(
@@ -370,38 +400,17 @@ class OutcomeReporter:
         *,
         now_ms: int | None = None,
     ) -> dict[str, Any]:
+        """Queue the Outcome of ``approval``; return the record (delivered by ``flush``)."""
         record = outcome_record(approval, status, detail, executor_id, now_ms=now_ms)
         try:
             value = self.codec.encode("Outcome", record)
         except EncodeError as exc:
             raise OutcomeReportError(f"cannot encode the outcome: {exc.reason}") from exc
-        while True:
-            try:
-                self.producer.produce(
-                    self.topic,
-                    value=value,
-                    key=approval.agent_id.encode(),
-                    on_delivery=self._delivered,
-                )
-                break
-            except BufferError:
-                self.producer.poll(0.1)
-        self.producer.poll(0)
+        self._publisher.send(self.topic, approval.agent_id.encode(), value)
         return record
 
-    def _delivered(self, err: Any, msg: Any) -> None:
-        if err is not None:
-            self._errors.append(str(err))
-
     def flush(self, timeout: float = 30.0) -> None:
-        remaining = self.producer.flush(timeout)
-        if remaining or self._errors:
-            errors, self._errors = self._errors, []
-            raise OutcomeReportError(
-                f"{remaining} outcomes undelivered, {len(errors)} failed: {'; '.join(errors[:3])}",
-                hint="check the broker (`trustplane kafka status`) and that the outcomes "
-                "topic exists and this executor may write it",
-            )
+        self._publisher.flush(timeout)
 
     def __enter__(self) -> OutcomeReporter:
         return self
@@ -411,7 +420,7 @@ class OutcomeReporter:
 
 
 def report_outcome(
-    settings: Settings,
+    config: Endpoint,
     approval: VerifiedApproval,
     status: OutcomeStatus,
     detail: str,
@@ -427,7 +436,7 @@ def report_outcome(
     """
     if reporter is not None:
         return reporter.report(approval, status, detail, executor_id, now_ms=now_ms)
-    with OutcomeReporter(settings) as own:
+    with OutcomeReporter(config) as own:
         return own.report(approval, status, detail, executor_id, now_ms=now_ms)
 
 
