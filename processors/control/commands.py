@@ -59,7 +59,8 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from processors.control.registry import RESERVED_AGENT_IDS, AgentKey, is_identifier
-from processors.crypto.dsse import CanonicalizationError, canonical_json, pae
+from processors.crypto.dsse import pae
+from processors.crypto.jcs import CanonicalizationError, canonical_json
 from processors.crypto.keys import SigningKey, b64url_decode
 from processors.exceptions import TrustplaneError
 

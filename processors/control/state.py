@@ -32,7 +32,7 @@ from processors.control.commands import (
     reason_of,
 )
 from processors.control.registry import AGENT_STATUSES, AgentKey, AgentRecord, AgentStatus
-from processors.crypto.dsse import CanonicalizationError
+from processors.crypto.jcs import CanonicalizationError
 from processors.crypto.keys import KeyError_, Keyset, verify_signature
 from processors.exceptions import ConfigError, TrustplaneError
 from processors.timefmt import iso_ms

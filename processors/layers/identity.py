@@ -64,7 +64,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from processors.control.registry import AgentDirectory, iso_ms
-from processors.crypto.dsse import CanonicalizationError, canonical_json
+from processors.crypto.jcs import CanonicalizationError, canonical_json
 from processors.crypto.keys import SignatureError, SigningKey, verify_signature
 from processors.intent import Intent
 from processors.verdict import GateState, Verdict

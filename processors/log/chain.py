@@ -26,7 +26,7 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from processors.crypto.dsse import CanonicalizationError, canonical_json
+from processors.crypto.jcs import CanonicalizationError, canonical_json
 from processors.exceptions import VerificationError
 
 __all__ = [

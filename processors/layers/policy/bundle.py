@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from processors.crypto.dsse import canonical_json
+from processors.crypto.jcs import canonical_json
 from processors.exceptions import TrustplaneError
 from processors.layers.policy.exceptions import PolicyBundleError
 

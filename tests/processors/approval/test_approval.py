@@ -48,7 +48,8 @@ from processors.approval import (
     rfc3339_ms,
     verify_approval,
 )
-from processors.crypto.dsse import CanonicalizationError, canonical_json, pae, sign_envelope
+from processors.crypto.dsse import pae, sign_envelope
+from processors.crypto.jcs import CanonicalizationError, canonical_json
 from processors.crypto.keys import KeyFileError, Keyset, generate_signing_key, raw_public_key
 from processors.enforcement import Enforcement, Outcome, combine
 from processors.exceptions import TrustplaneError

@@ -16,7 +16,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from processors.control import ControlState, sign_command
-from processors.crypto.dsse import CanonicalizationError, canonical_json, pae
+from processors.crypto.dsse import pae
+from processors.crypto.jcs import CanonicalizationError, canonical_json
 from processors.crypto.keys import (
     KeyEntry,
     Keyset,

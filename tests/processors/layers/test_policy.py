@@ -15,7 +15,7 @@ from typing import Any
 import cedarpy
 import pytest
 
-from processors.crypto.dsse import canonical_json
+from processors.crypto.jcs import canonical_json
 from processors.layers.policy import (
     LAYER,
     BundleManifest,
