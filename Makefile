@@ -58,7 +58,7 @@ test-unit: install ## Only the fast tests that need no broker
 
 bench: install ## Benchmark the gate end to end (`make bench ARGS=--quick` for the smoke)
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
-	$(TP) bench $(ARGS)
+	$(BIN)/python -m bench.e2e $(ARGS)
 
 lint: install ## ruff lint and format check
 	$(BIN)/ruff check .

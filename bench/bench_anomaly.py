@@ -1,6 +1,6 @@
 """Microbenchmark of the behavioural anomaly layer: µs per evaluate + observe.
 
-Realistic traffic: the labelled synthetic workload (``processors.workload``; billing,
+Realistic traffic: the labelled synthetic workload (``bench.evaluation.workload``; billing,
 support, analytics and deploy agents with their attacks), ``--fleet`` agents per role,
 with the shipped ``policies/anomaly.toml``. Intents are decoded up front; the timed
 part is exactly ``AnomalyCheck.evaluate`` then ``AnomalyCheck.observe`` per intent (the
@@ -17,13 +17,17 @@ import argparse
 import gc
 import json
 import statistics
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.evaluation.workload import DAY_MS, generate
 from processors.intent import Intent
 from processors.layers.anomaly import AnomalyCheck, AnomalyConfig, AnomalyState
 from processors.verdict import GateState, Status
-from processors.workload import DAY_MS, generate
 
 _OUTCOME = {Status.ALLOW: "approved", Status.REVIEW: "review"}
 

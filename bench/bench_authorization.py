@@ -22,6 +22,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
@@ -37,7 +38,10 @@ from streams.dev.estate import measurement  # noqa: E402
 from streams.sdk.client import new_intent  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-KINDS = [
+Shape = Callable[[int, random.Random], tuple[str, dict[str, Any]]]
+"""(intent number, random) -> (resource, parameters) of one kind of intent."""
+
+KINDS: list[tuple[str, str, Shape]] = [
     ("support", "tickets.reply", lambda n, r: (f"ticket:{n}", {})),
     ("readonly", "reports.read", lambda n, r: (f"report:{n % 97}", {})),
     (

@@ -19,7 +19,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from processors.control import ControlState, sign_command  # noqa: E402
-from processors.crypto.dsse import canonical_json  # noqa: E402
+from processors.crypto.jcs import canonical_json  # noqa: E402
 from processors.crypto.keys import (  # noqa: E402
     KeyEntry,
     Keyset,

@@ -205,19 +205,19 @@ def bench_engine(engine: PolicyEngine, number: int) -> None:
 
 
 def _batch_entities(requests: list[PolicyRequest]) -> list[dict[str, Any]]:
-    from processors.layers.policy import _agent_entity, _resource_entity  # noqa: PLC0415
+    from processors.layers.policy.encoding import agent_entity, resource_entity  # noqa: PLC0415
 
     entities: dict[str, dict[str, Any]] = {}
     for r in requests:
-        entities["a:" + r.agent_id] = _agent_entity(r.agent_id, r.roles)
-        entities["r:" + r.resource] = _resource_entity(r.resource)
+        entities["a:" + r.agent_id] = agent_entity(r.agent_id, r.roles)
+        entities["r:" + r.resource] = resource_entity(r.resource)
     return list(entities.values())
 
 
 def _cedar_context(request: PolicyRequest) -> Any:
-    from processors.layers.policy import _cedar_record  # noqa: PLC0415 - the engine's own mapping
+    from processors.layers.policy.encoding import cedar_record  # noqa: PLC0415
 
-    return _cedar_record(request.context, "context")
+    return cedar_record(request.context, "context")
 
 
 def _intent(request: PolicyRequest, n: int) -> Intent:

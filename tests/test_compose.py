@@ -1,7 +1,7 @@
 """docker-compose.yml is valid Compose and wires the services together as the docs say.
 
 No Docker engine runs the tests, so the file is checked statically: against the Compose
-Specification JSON schema (vendored at ``../shared/vendor/compose-spec.json``) and for the
+Specification JSON schema (copied to ``tests/data/compose-spec.json``, see its README) and for the
 few facts the schema cannot know (service names, the internal Kafka listener, port syntax).
 """
 
@@ -20,7 +20,7 @@ from jsonschema import Draft7Validator, ValidationError
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
-SCHEMA_FILE = REPO_ROOT.parent / "shared" / "vendor" / "compose-spec.json"
+SCHEMA_FILE = REPO_ROOT / "tests" / "data" / "compose-spec.json"  # origin: tests/data/README.md
 PROMETHEUS_FILE = REPO_ROOT / "infra" / "prometheus" / "prometheus.yml"
 DOCKERFILE = REPO_ROOT / "Dockerfile"
 
@@ -43,9 +43,9 @@ def load_schema(path: Path = SCHEMA_FILE) -> dict[str, Any]:
     """The Compose schema; a missing file is a test failure, never a skip."""
     if not path.is_file():
         pytest.fail(
-            f"Compose Specification schema not found at {path}. The tests expect the repo "
-            "to sit next to a `shared/` folder holding vendor/compose-spec.json "
-            "(compose-spec/compose-spec, schema/compose-spec.json).",
+            f"Compose Specification schema not found at {path}. It belongs in the repo at "
+            "tests/data/compose-spec.json (compose-spec/compose-spec, schema/compose-spec.json; "
+            "see tests/data/README.md).",
             pytrace=False,
         )
     schema: dict[str, Any] = json.loads(path.read_text())
@@ -108,8 +108,8 @@ def port_syntax_errors(entry: object) -> list[str]:
 
 
 def test_missing_schema_fails_with_a_clear_message(tmp_path: Path) -> None:
-    with pytest.raises(pytest.fail.Exception, match="schema not found at .*shared"):
-        load_schema(tmp_path / "shared" / "vendor" / "compose-spec.json")
+    with pytest.raises(pytest.fail.Exception, match="schema not found at .*tests/data/README"):
+        load_schema(tmp_path / "compose-spec.json")
 
 
 def test_vendored_schema_is_a_valid_draft7_schema() -> None:

@@ -13,12 +13,9 @@ from __future__ import annotations
 import base64
 from typing import Any
 
-from processors.crypto.jcs import CanonicalizationError, canonical_json
 from processors.crypto.keys import SigningKey
 
 __all__ = [
-    "CanonicalizationError",  # re-exported: it lives in processors.crypto.jcs
-    "canonical_json",  # re-exported: it lives in processors.crypto.jcs
     "pae",
     "sign_envelope",
 ]

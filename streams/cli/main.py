@@ -3,6 +3,13 @@
 Every command reads the same settings: defaults, then ``--config FILE`` (TOML) or
 ``TRUSTPLANE_CONFIG``, then ``TRUSTPLANE_*`` variables. Errors print what went wrong and
 what to do, and exit non-zero; ``--verbose`` adds the traceback.
+
+This module assembles the command from the others, and imports run one way: main ->
+ops, policy, proof, sql -> context (policy also -> ops). The global options travel in
+the typer context, ``ctx.obj`` (:mod:`streams.cli.context`); no module holds state.
+Whatever needs Faust, Cedar, ClickHouse or RocksDB is imported by the command that uses
+it, so ``trustplane --help`` and the client commands run with the SDK's dependencies
+alone.
 """
 
 from __future__ import annotations
@@ -18,9 +25,11 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
+from typer.core import TyperGroup
 
 from processors.exceptions import TrustplaneError
-from streams.cli.ops import register_operator_commands
+from streams.cli import ops
+from streams.cli.context import CliOptions, options, settings
 from streams.cli.policy import policy_app
 from streams.cli.proof import notary_command, proof_app
 from streams.cli.sql import sink as sink_command
@@ -29,7 +38,28 @@ from streams.config import Settings
 
 __all__ = ["main", "cli"]
 
+# piped output (CI logs, `make run | tee`) gets a readable width instead of rich's 80
+out = Console(width=None if sys.stdout.isatty() else 140)
+err = Console(stderr=True)
+
+
+class _TrustplaneGroup(TyperGroup):
+    """Catches the root error once: prints its diagnostics and exits 2, or, with
+    ``--verbose``, lets it raise with its traceback."""
+
+    def invoke(self, ctx: Any) -> Any:  # a typer.Context (its base class is typer's own)
+        try:
+            return super().invoke(ctx)
+        except TrustplaneError as exc:
+            given = options(ctx)
+            if given is not None and given.verbose:
+                raise
+            err.print(f"[red]error:[/] {exc.diagnostics()}")
+            raise typer.Exit(2) from exc
+
+
 cli = typer.Typer(
+    cls=_TrustplaneGroup,
     help="trustplane: no action an AI agent intends executes without authorization.\n\n"
     "Agents publish intents to Kafka; gate workers authorize them and write each one's "
     "outcome (approved, denied, review or rejected) and its lineage, exactly once.",
@@ -39,30 +69,24 @@ cli = typer.Typer(
 )
 kafka_cli = typer.Typer(help="The local single-node Kafka broker (KRaft, from Maven Central).")
 cli.add_typer(kafka_cli, name="kafka")
-register_operator_commands(cli, policy_app)
+cli.add_typer(ops.keys_app, name="keys")
+cli.add_typer(ops.agents_app, name="agents")
+cli.add_typer(ops.runtime_app, name="runtime")
+cli.add_typer(ops.killswitch_app, name="killswitch")
+cli.add_typer(ops.review_app, name="review")
+cli.add_typer(policy_app, name="policy")
+cli.command()(ops.quarantine)
+cli.command()(ops.release)
+cli.command()(ops.verify)
 cli.command("sql")(sql_command)
 cli.command("sink")(sink_command)
 cli.add_typer(proof_app)  # trustplane proof ..., trustplane checkpoint
 cli.command("notary")(notary_command)
 
-# piped output (CI logs, `make run | tee`) gets a readable width instead of rich's 80
-out = Console(width=None if sys.stdout.isatty() else 140)
-err = Console(stderr=True)
-
-
-class _State:
-    config: Path | None = None
-    verbose: bool = False
-
-    def settings(self) -> Settings:
-        return Settings.load(self.config)
-
-
-state = _State()
-
 
 @cli.callback()
 def _global(
+    ctx: typer.Context,
     config: Annotated[
         Path | None,
         typer.Option("--config", "-c", help="TOML settings file (a \\[trustplane] table)."),
@@ -71,8 +95,7 @@ def _global(
         bool, typer.Option("--verbose", "-v", help="Tracebacks, debug logs.")
     ] = False,
 ) -> None:
-    state.config = config
-    state.verbose = verbose
+    ctx.obj = CliOptions(config=config, verbose=verbose)
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
@@ -82,34 +105,33 @@ def _global(
 # -- broker -----------------------------------------------------------------
 
 
-def _local_kafka() -> Any:
+def _local_kafka(ctx: typer.Context) -> Any:
     from streams.dev.localkafka import LocalKafka
 
-    return LocalKafka(
-        state.settings().kafka_state_dir, progress=lambda m: err.print(f"[dim]{m}[/]")
-    )
+    return LocalKafka(settings(ctx).kafka_state_dir, progress=lambda m: err.print(f"[dim]{m}[/]"))
 
 
 @kafka_cli.command("up")
 def kafka_up(
+    ctx: typer.Context,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the broker.")] = 90.0,
 ) -> None:
     """Fetch Kafka with Maven (cached), format storage once, start the broker, wait for it."""
-    info = _local_kafka().up(timeout=timeout)
+    info = _local_kafka(ctx).up(timeout=timeout)
     out.print(f"Kafka is up at [bold]{info.bootstrap}[/] (pid {info.pid}, log {info.log_path})")
 
 
 @kafka_cli.command("down")
-def kafka_down() -> None:
+def kafka_down(ctx: typer.Context) -> None:
     """Stop the local broker (data is kept; `kafka reset` deletes it)."""
-    stopped = _local_kafka().down()
+    stopped = _local_kafka(ctx).down()
     out.print("Kafka stopped." if stopped else "Kafka was not running.")
 
 
 @kafka_cli.command("status")
-def kafka_status() -> None:
+def kafka_status(ctx: typer.Context) -> None:
     """Say whether the local broker is running and answering; exit 1 if not."""
-    info = _local_kafka().status()
+    info = _local_kafka(ctx).status()
     if info is None:
         out.print("Kafka is not running. Start it with `trustplane kafka up`.")
         raise typer.Exit(1)
@@ -117,9 +139,9 @@ def kafka_status() -> None:
 
 
 @kafka_cli.command("reset")
-def kafka_reset() -> None:
+def kafka_reset(ctx: typer.Context) -> None:
     """Stop the local broker and delete its data (topics, offsets). Jars stay cached."""
-    _local_kafka().reset()
+    _local_kafka(ctx).reset()
     out.print("Kafka stopped and its data deleted.")
 
 
@@ -128,6 +150,7 @@ def kafka_reset() -> None:
 
 @cli.command()
 def worker(
+    ctx: typer.Context,
     worker_id: Annotated[
         str | None,
         typer.Option(help="Stable worker name (default: host name); unique per live worker."),
@@ -142,21 +165,23 @@ def worker(
 
     from streams.gate.app import create_app
 
-    settings = state.settings()
+    given = options(ctx) or CliOptions()
+    chosen = given.settings()
     if worker_id:
-        settings = Settings(**{**settings.__dict__, "worker_id": worker_id})
-    app = create_app(settings)
+        chosen = Settings(**{**chosen.__dict__, "worker_id": worker_id})
+    app = create_app(chosen)
     err.print(
-        f"gate worker {settings.resolved_worker_id()} on {settings.resolved_bootstrap()}, "
-        f"topics {settings.topic('intents')} -> approved/denied/review/rejected"
+        f"gate worker {chosen.resolved_worker_id()} on {chosen.resolved_bootstrap()}, "
+        f"topics {chosen.topic('intents')} -> approved/denied/review/rejected"
     )
     faust.Worker(
-        app, loglevel="DEBUG" if state.verbose else "WARNING", quiet=True
+        app, loglevel="DEBUG" if given.verbose else "WARNING", quiet=True
     ).execute_from_commandline()
 
 
 @cli.command()
 def submit(
+    ctx: typer.Context,
     source: Annotated[
         str | None, typer.Argument(help="JSON or JSONL file of intents, or - for stdin.")
     ] = None,
@@ -176,7 +201,7 @@ def submit(
     else:
         for n, raw in enumerate(_read_json_records(source or "-"), start=1):
             intents.append(_complete_intent(raw, n))
-    with IntentPublisher(state.settings()) as publisher:
+    with IntentPublisher(settings(ctx)) as publisher:
         for intent in intents:
             publisher.publish(intent)
     for intent in intents[:20]:
@@ -217,6 +242,7 @@ def _complete_intent(raw: dict[str, Any], n: int) -> dict[str, Any]:
 
 @cli.command()
 def tail(
+    ctx: typer.Context,
     topic: Annotated[str, typer.Argument(help="approved, denied, review, rejected, lineage, ...")],
     from_beginning: Annotated[bool, typer.Option(help="Start at the oldest record.")] = False,
     limit: Annotated[int, typer.Option("--max", help="Stop after N records (0: no limit).")] = 0,
@@ -228,7 +254,7 @@ def tail(
 
     count = 0
     last = time.monotonic()
-    with OutcomeReader(state.settings(), [topic], from_beginning=from_beginning) as reader:
+    with OutcomeReader(settings(ctx), [topic], from_beginning=from_beginning) as reader:
         while True:
             for received in reader.read(timeout=0.5):
                 last = time.monotonic()
@@ -262,6 +288,7 @@ def _json_default(value: Any) -> Any:
 
 @cli.command()
 def demo(
+    ctx: typer.Context,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for every outcome.")] = 60.0,
 ) -> None:
     """Publish a small demo stream (allowed, denied, malformed) and summarize the outcomes.
@@ -270,13 +297,12 @@ def demo(
     """
     from streams.dev.demo import run_demo
 
-    settings = state.settings()
     with Progress(
         TextColumn("waiting for outcomes"), BarColumn(), MofNCompleteColumn(), console=err
     ) as bar:
         task = bar.add_task("outcomes", total=None)
         result = run_demo(
-            settings,
+            settings(ctx),
             timeout_s=timeout,
             progress=lambda d, t: bar.update(task, completed=d, total=t),
         )
@@ -308,30 +334,8 @@ def demo(
         )
 
 
-@cli.command(
-    context_settings={"allow_extra_args": True, "ignore_unknown_options": True},
-    add_help_option=False,
-)
-def bench(ctx: typer.Context) -> None:
-    """Benchmark the gate on the local broker (`trustplane bench --help` for its options).
-
-    Throughput, end-to-end latency (HDR percentiles) and CPU per intent at fixed and
-    maximum rates, with 1 and 2 workers, next to a raw consume->produce loop and the
-    Ed25519 crypto floor; writes bench/results/<mode>.json, .md and .png.
-    """
-    from streams.bench.cli import main as bench_main
-
-    raise typer.Exit(bench_main(list(ctx.args)))
-
-
 def main() -> None:
-    try:
-        cli()
-    except TrustplaneError as exc:
-        if state.verbose:
-            raise
-        err.print(f"[red]error:[/] {exc.diagnostics()}")
-        sys.exit(2)
+    cli()
 
 
 if __name__ == "__main__":

@@ -2,6 +2,9 @@
 review, and approval verification. Each control command is signed with the operator
 key (``<keys_dir>/operator.pem`` or TRUSTPLANE_OPERATOR_KEY_PATH) and published to
 ``control``; every worker applies it before its next batch.
+
+``streams/cli/main.py`` mounts these apps and commands; ``policy publish`` lives with the
+other policy commands (``streams/cli/policy.py``) and sends through :func:`send`.
 """
 
 from __future__ import annotations
@@ -29,8 +32,7 @@ from processors.crypto.keys import (
 from processors.exceptions import TrustplaneError
 from processors.layers.integrity import runtime_quarantine_subject, runtime_subject
 from processors.layers.killswitch import subject_of as killswitch_subject
-from processors.layers.policy import CONTROL_SUBJECT, PolicyBundle
-from streams.config import Settings
+from streams.cli.context import settings
 
 __all__ = [
     "keys_app",
@@ -38,7 +40,10 @@ __all__ = [
     "runtime_app",
     "killswitch_app",
     "review_app",
-    "register_operator_commands",
+    "quarantine",
+    "release",
+    "verify",
+    "send",
 ]
 
 out = Console(width=None if sys.stdout.isatty() else 140)
@@ -50,16 +55,13 @@ killswitch_app = typer.Typer(help="Stop all intents, one agent's, or one action'
 review_app = typer.Typer(help="Intents held for review: list them, approve or deny them.")
 
 
-def _settings() -> Settings:
-    from streams.cli.main import state
-
-    return state.settings()
-
-
-def _send(kind: str, payload: dict[str, Any], *, subject: str | None = None) -> dict[str, Any]:
+def send(
+    ctx: typer.Context, kind: str, payload: dict[str, Any], *, subject: str | None = None
+) -> dict[str, Any]:
+    """Sign a control command with the operator key and publish it on ``control``."""
     from streams.operator import OperatorClient
 
-    with OperatorClient(_settings()) as operator:
+    with OperatorClient(settings(ctx)) as operator:
         record = operator.send(kind, payload, subject=subject)
     out.print(
         f"[green]sent[/] {kind} for [bold]{record['subject']}[/] (command {record['command_id']})"
@@ -71,11 +73,11 @@ def _send(kind: str, payload: dict[str, Any], *, subject: str | None = None) -> 
 
 
 @keys_app.command("init")
-def keys_init() -> None:
+def keys_init(ctx: typer.Context) -> None:
     """Create the local operator key + keyset and the approval signing keyring (idempotent)."""
     from streams.operator import ensure_local_keys
 
-    keys = ensure_local_keys(_settings())
+    keys = ensure_local_keys(settings(ctx))
     for path in keys.created:
         out.print(f"created {path}")
     out.print(f"operator keyset (workers' trust root): {keys.operator_keyset_path}")
@@ -97,18 +99,19 @@ def keys_generate(
 
 
 @keys_app.command("jwks")
-def keys_jwks() -> None:
+def keys_jwks(ctx: typer.Context) -> None:
     """Print the approval signing keys as JWKS (what executors verify approvals with)."""
-    keyring = SigningKeyring.load(_settings().resolved_signing_keys_dir)
+    keyring = SigningKeyring.load(settings(ctx).resolved_signing_keys_dir)
     print(json.dumps(keyring.jwks(), indent=2))
 
 
 @keys_app.command("rotate")
 def keys_rotate(
+    ctx: typer.Context,
     not_before: Annotated[float, typer.Option(help="Seconds from now when the new key signs.")] = 0,
 ) -> None:
     """Add an approval signing key that signs from NOT_BEFORE on (older keys keep verifying)."""
-    directory = _settings().resolved_signing_keys_dir
+    directory = settings(ctx).resolved_signing_keys_dir
     entry = SigningKeyring.rotate(directory, int(time.time() * 1000 + not_before * 1000))
     out.print(
         f"new signing key {entry.kid} from {entry.not_before_ms}; publish `trustplane keys jwks`"
@@ -116,9 +119,11 @@ def keys_rotate(
 
 
 @keys_app.command("retire")
-def keys_retire(kid: str, at: Annotated[float, typer.Option(help="Seconds from now.")] = 0) -> None:
+def keys_retire(
+    ctx: typer.Context, kid: str, at: Annotated[float, typer.Option(help="Seconds from now.")] = 0
+) -> None:
     """Retire an approval signing key: from then on it neither signs nor verifies."""
-    directory = _settings().resolved_signing_keys_dir
+    directory = settings(ctx).resolved_signing_keys_dir
     SigningKeyring.retire(directory, kid, int(time.time() * 1000 + at * 1000))
     out.print(f"retired {kid}; publish `trustplane keys jwks`")
 
@@ -128,6 +133,7 @@ def keys_retire(kid: str, at: Annotated[float, typer.Option(help="Seconds from n
 
 @agents_app.command("register")
 def agents_register(
+    ctx: typer.Context,
     agent_id: str,
     key: Annotated[Path, typer.Option(help="The agent's private or public key file (PEM).")],
     role: Annotated[list[str] | None, typer.Option(help="A role (repeat).")] = None,
@@ -145,7 +151,7 @@ def agents_register(
         "runtimes": runtime or [],
         "environments": environment or [],
     }
-    _send("agent.register", payload)
+    send(ctx, "agent.register", payload)
 
 
 def _public_key(path: Path) -> Any:
@@ -162,33 +168,39 @@ def _public_key(path: Path) -> Any:
 
 
 @agents_app.command("revoke")
-def agents_revoke(agent_id: str, reason: Annotated[str, typer.Option()]) -> None:
+def agents_revoke(
+    ctx: typer.Context, agent_id: str, reason: Annotated[str, typer.Option()]
+) -> None:
     """Revoke an agent for good: all its intents are denied."""
-    _send("agent.revoke", {"agent_id": agent_id, "reason": reason})
+    send(ctx, "agent.revoke", {"agent_id": agent_id, "reason": reason})
 
 
 @agents_app.command("revoke-key")
-def agents_revoke_key(agent_id: str, kid: str, reason: Annotated[str, typer.Option()] = "") -> None:
+def agents_revoke_key(
+    ctx: typer.Context, agent_id: str, kid: str, reason: Annotated[str, typer.Option()] = ""
+) -> None:
     """Revoke one key of an agent."""
-    _send("key.revoke", {"agent_id": agent_id, "kid": kid, "reason": reason or "revoked"})
+    send(ctx, "key.revoke", {"agent_id": agent_id, "kid": kid, "reason": reason or "revoked"})
 
 
 @agents_app.command("suspend")
-def agents_suspend(agent_id: str, reason: Annotated[str, typer.Option()]) -> None:
+def agents_suspend(
+    ctx: typer.Context, agent_id: str, reason: Annotated[str, typer.Option()]
+) -> None:
     """Suspend an agent (reinstate with `agents reinstate`)."""
-    _send("agent.suspend", {"agent_id": agent_id, "reason": reason})
+    send(ctx, "agent.suspend", {"agent_id": agent_id, "reason": reason})
 
 
 @agents_app.command("reinstate")
-def agents_reinstate(agent_id: str) -> None:
+def agents_reinstate(ctx: typer.Context, agent_id: str) -> None:
     """Lift a suspension."""
-    _send("agent.reinstate", {"agent_id": agent_id})
+    send(ctx, "agent.reinstate", {"agent_id": agent_id})
 
 
 @agents_app.command("list")
-def agents_list() -> None:
+def agents_list(ctx: typer.Context) -> None:
     """Rebuild the registry from the control topic and print it."""
-    control = _read_control_state()
+    control = _read_control_state(ctx)
     table = Table(title="agents")
     for column in ("agent", "status", "roles", "runtimes", "keys", "since / reason"):
         table.add_column(column)
@@ -204,15 +216,15 @@ def agents_list() -> None:
     out.print(table)
 
 
-def _read_control_state() -> Any:
+def _read_control_state(ctx: typer.Context) -> Any:
     from streams.gate.control import ControlFollower
     from streams.gate.wiring import build_gate
     from streams.operator import ensure_local_keys
 
-    settings = _settings()
-    ensure_local_keys(settings)
-    parts = build_gate(settings)
-    follower = ControlFollower(settings, parts.control)
+    current = settings(ctx)
+    ensure_local_keys(current)
+    parts = build_gate(current)
+    follower = ControlFollower(current, parts.control)
     try:
         follower.catch_up(timeout=30)
     finally:
@@ -225,6 +237,7 @@ def _read_control_state() -> Any:
 
 @runtime_app.command("register")
 def runtime_register(
+    ctx: typer.Context,
     runtime_id: str,
     code_digest: Annotated[
         list[str], typer.Option(help="Allowed code digest sha256:<hex> (repeat).")
@@ -243,10 +256,11 @@ def runtime_register(
         "environment": environment,
         "hosts": host or [],
     }
-    _send("runtime.register", payload, subject=runtime_subject(runtime_id))
+    send(ctx, "runtime.register", payload, subject=runtime_subject(runtime_id))
 
 
 def quarantine(
+    ctx: typer.Context,
     agent_id: Annotated[str | None, typer.Argument(help="Agent to quarantine.")] = None,
     runtime: Annotated[str | None, typer.Option(help="Quarantine a runtime instead.")] = None,
     reason: Annotated[str, typer.Option()] = "quarantined by an operator",
@@ -254,14 +268,15 @@ def quarantine(
     """Quarantine an agent (or a runtime): every later intent from it is denied."""
     if runtime:
         payload = {"runtime_id": runtime, "reason": reason}
-        _send("runtime.quarantine", payload, subject=runtime_quarantine_subject(runtime))
+        send(ctx, "runtime.quarantine", payload, subject=runtime_quarantine_subject(runtime))
     elif agent_id:
-        _send("agent.quarantine", {"agent_id": agent_id, "reason": reason})
+        send(ctx, "agent.quarantine", {"agent_id": agent_id, "reason": reason})
     else:
         raise TrustplaneError("name an agent, or --runtime RUNTIME")
 
 
 def release(
+    ctx: typer.Context,
     agent_id: Annotated[str | None, typer.Argument(help="Agent to release.")] = None,
     runtime: Annotated[str | None, typer.Option(help="Release a runtime instead.")] = None,
     reason: Annotated[str, typer.Option()] = "released by an operator",
@@ -269,52 +284,44 @@ def release(
     """Release a quarantined agent (or runtime)."""
     if runtime:
         payload = {"runtime_id": runtime, "reason": reason}
-        _send("runtime.release", payload, subject=runtime_quarantine_subject(runtime))
+        send(ctx, "runtime.release", payload, subject=runtime_quarantine_subject(runtime))
     elif agent_id:
-        _send("agent.release", {"agent_id": agent_id, "reason": reason})
+        send(ctx, "agent.release", {"agent_id": agent_id, "reason": reason})
     else:
         raise TrustplaneError("name an agent, or --runtime RUNTIME")
-
-
-# -- policy -------------------------------------------------------------------------
-
-
-def policy_publish(
-    bundle: Annotated[Path, typer.Argument(help="Bundle directory or JSON document.")],
-) -> None:
-    """Sign and publish a policy bundle; workers hot-reload it (a bad one is refused)."""
-    loaded = PolicyBundle.load(bundle)
-    _send("policy.publish", loaded.to_document(), subject=CONTROL_SUBJECT)
-    out.print(f"bundle {loaded.version} ({loaded.digest}) published")
 
 
 # -- kill switch --------------------------------------------------------------------
 
 
-def _switch(kind: str, scope: str, target: str | None, reason: str | None) -> None:
+def _switch(
+    ctx: typer.Context, kind: str, scope: str, target: str | None, reason: str | None
+) -> None:
     payload: dict[str, Any] = {"scope": scope, "target": target or "*"}
     if reason:
         payload["reason"] = reason
-    _send(kind, payload, subject=killswitch_subject(payload))
+    send(ctx, kind, payload, subject=killswitch_subject(payload))
 
 
 @killswitch_app.command("engage")
 def killswitch_engage(
+    ctx: typer.Context,
     scope: Annotated[str, typer.Argument(help="global, agent or action")],
     target: Annotated[str | None, typer.Argument(help="agent id or action pattern")] = None,
     reason: Annotated[str, typer.Option()] = "engaged by an operator",
 ) -> None:
     """Engage a kill switch: matching intents are denied from the next batch on."""
-    _switch("killswitch.engage", scope, target, reason)
+    _switch(ctx, "killswitch.engage", scope, target, reason)
 
 
 @killswitch_app.command("release")
 def killswitch_release(
+    ctx: typer.Context,
     scope: Annotated[str, typer.Argument(help="global, agent or action")],
     target: Annotated[str | None, typer.Argument(help="agent id or action pattern")] = None,
 ) -> None:
     """Release a kill switch."""
-    _switch("killswitch.release", scope, target, None)
+    _switch(ctx, "killswitch.release", scope, target, None)
 
 
 # -- review -------------------------------------------------------------------------
@@ -322,15 +329,15 @@ def killswitch_release(
 
 @review_app.command("list")
 def review_list(
+    ctx: typer.Context,
     idle: Annotated[float, typer.Option(help="Seconds to wait for records.")] = 2,
 ) -> None:
     """Intents held for review (read from the `review` topic) and whether they are answered."""
     from streams.sdk.client import OutcomeReader
 
-    settings = _settings()
     held: dict[str, dict[str, Any]] = {}
     final: dict[str, str] = {}
-    with OutcomeReader(settings, ["review", "approved", "denied"]) as reader:
+    with OutcomeReader(settings(ctx), ["review", "approved", "denied"]) as reader:
         for received in reader.read(timeout=idle):
             record = received.record or {}
             intent_id = str(record.get("intent_id"))
@@ -353,26 +360,39 @@ def review_list(
 
 @review_app.command("approve")
 def review_approve(
-    intent_id: str, reason: Annotated[str, typer.Option()] = "approved by a reviewer"
+    ctx: typer.Context,
+    intent_id: str,
+    reason: Annotated[str, typer.Option()] = "approved by a reviewer",
 ) -> None:
     """Approve a held intent (it is re-checked against kill switch and quarantine, then signed)."""
-    _send(
-        "review.approve", {"intent_id": intent_id, "reason": reason}, subject=f"review/{intent_id}"
+    send(
+        ctx,
+        "review.approve",
+        {"intent_id": intent_id, "reason": reason},
+        subject=f"review/{intent_id}",
     )
 
 
 @review_app.command("deny")
 def review_deny(
-    intent_id: str, reason: Annotated[str, typer.Option()] = "denied by a reviewer"
+    ctx: typer.Context,
+    intent_id: str,
+    reason: Annotated[str, typer.Option()] = "denied by a reviewer",
 ) -> None:
     """Deny a held intent."""
-    _send("review.deny", {"intent_id": intent_id, "reason": reason}, subject=f"review/{intent_id}")
+    send(
+        ctx,
+        "review.deny",
+        {"intent_id": intent_id, "reason": reason},
+        subject=f"review/{intent_id}",
+    )
 
 
 # -- verify -------------------------------------------------------------------------
 
 
 def verify(
+    ctx: typer.Context,
     source: Annotated[str, typer.Argument(help="DSSE envelope JSON file, or - for stdin.")],
     keyset: Annotated[
         Path | None, typer.Option(help="JWKS of approval keys (default: the local one).")
@@ -381,8 +401,8 @@ def verify(
 ) -> None:
     """Verify a signed approval as an executor would: signature, key, expiry, digest."""
     data = sys.stdin.buffer.read() if source == "-" else Path(source).read_bytes()
-    settings = _settings()
-    path = keyset or settings.resolved_keys_dir / "approvals.jwks.json"
+    current = settings(ctx)
+    path = keyset or current.resolved_keys_dir / "approvals.jwks.json"
     keys = Keyset.from_file(path)
     approval = verify_approval(
         data,
@@ -395,16 +415,3 @@ def verify(
         f"{approval.action} on {approval.resource} until {approval.expires_at_ms} "
         f"(key {approval.keyid})"
     )
-
-
-def register_operator_commands(cli: typer.Typer, policy_app: typer.Typer) -> None:
-    cli.add_typer(keys_app, name="keys")
-    cli.add_typer(agents_app, name="agents")
-    cli.add_typer(runtime_app, name="runtime")
-    cli.add_typer(killswitch_app, name="killswitch")
-    cli.add_typer(review_app, name="review")
-    policy_app.command("publish")(policy_publish)
-    cli.add_typer(policy_app, name="policy")
-    cli.command()(quarantine)
-    cli.command()(release)
-    cli.command()(verify)

@@ -9,7 +9,9 @@ on the control topic. Every command accepts both.
     trustplane policy bundle policies/bundle -o bundle.json
 
 An invalid bundle or a failing case exits 1 with Cedar's reason; a file that cannot be
-read exits 2.
+read exits 2. ``trustplane policy publish`` signs a bundle and sends it to the workers.
+
+Cedar (``processors.layers.policy``) is imported by the commands, not with this module.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import sys
 import time
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 from rich.console import Console
@@ -27,15 +29,10 @@ from rich.markup import escape
 from rich.table import Table
 
 from processors.exceptions import TrustplaneError
-from processors.layers.policy import (
-    PolicyBundle,
-    PolicyBundleError,
-    PolicyEngine,
-    compile_bundle,
-    iso_ms,
-    load_cases,
-    run_cases,
-)
+from streams.cli.ops import send
+
+if TYPE_CHECKING:
+    from processors.layers.policy import PolicyBundle, PolicyBundleError, PolicyEngine
 
 __all__ = ["policy_app"]
 
@@ -90,6 +87,8 @@ def _invalid(path: Path, exc: PolicyBundleError) -> NoReturn:
 
 
 def _load(path: Path, now_ms: int) -> tuple[PolicyBundle, PolicyEngine]:
+    from processors.layers.policy import PolicyBundle, PolicyBundleError, compile_bundle
+
     if not path.exists():
         _fail(
             TrustplaneError(f"{path} does not exist", hint="give a bundle directory or JSON file")
@@ -117,6 +116,8 @@ def validate(bundle: BundleArg, at: AtOption = None) -> None:
     Prints its version, digest, number of policies and expiry; exits 1 with Cedar's
     reason when the bundle is invalid.
     """
+    from processors.layers.policy import iso_ms
+
     now_ms = _now_ms(at)
     loaded, engine = _load(bundle, now_ms)
     manifest = loaded.manifest
@@ -155,6 +156,8 @@ def run_tests(
 
     Prints PASS/FAIL per case with the policies that decided; exits 1 if any case fails.
     """
+    from processors.layers.policy import load_cases, run_cases
+
     _, engine = _load(bundle, _now_ms(at))
     try:
         table_cases = load_cases(cases)
@@ -211,6 +214,8 @@ def package(
     at: AtOption = None,
 ) -> None:
     """Write a bundle directory as the single JSON document published on `control`."""
+    from processors.layers.policy import PolicyBundle, PolicyBundleError, compile_bundle
+
     if not directory.is_dir():
         _fail(TrustplaneError(f"{directory} is not a directory", hint="give a bundle directory"))
     try:
@@ -229,3 +234,16 @@ def package(
             _fail(TrustplaneError(f"cannot write {output}: {exc}"))
         out.print(f"wrote {escape(str(output))}")
     err.print(f"policy bundle {escape(loaded.version)} {loaded.digest}")
+
+
+@policy_app.command("publish")
+def publish(
+    ctx: typer.Context,
+    bundle: Annotated[Path, typer.Argument(help="Bundle directory or JSON document.")],
+) -> None:
+    """Sign and publish a policy bundle; workers hot-reload it (a bad one is refused)."""
+    from processors.layers.policy import CONTROL_SUBJECT, PolicyBundle
+
+    loaded = PolicyBundle.load(bundle)
+    send(ctx, "policy.publish", loaded.to_document(), subject=CONTROL_SUBJECT)
+    out.print(f"bundle {loaded.version} ({loaded.digest}) published")

@@ -1,6 +1,6 @@
 """``trustplane proof``, ``trustplane checkpoint`` and ``trustplane notary``.
 
-The proof commands ask the notary's endpoint (``streams/notary.py``) for an event, a
+The proof commands ask the notary's endpoint (``streams/notary/``) for an event, a
 proof and a signed checkpoint, then verify everything **here**, with a verifier key the
 user trusts (``<keys_dir>/notary.vkey`` or ``--vkey``), never one the server sends:
 
@@ -18,8 +18,8 @@ rewrites or forks its log is caught the next time anyone looks. ``--no-remember`
 skips that.
 
 Exit status: 0 verified; 1 verification failed (the answer is not what the log
-signed, or the log was rewritten); 2 the notary could not be asked (``main`` in
-``streams/cli.py`` prints the TrustplaneError).
+signed, or the log was rewritten); 2 the notary could not be asked (``trustplane``,
+``streams/cli/main.py``, prints the TrustplaneError).
 """
 
 from __future__ import annotations
@@ -56,6 +56,7 @@ from processors.log.notary import (
     verify_checkpoint_consistency,
     verify_event_against_checkpoint,
 )
+from streams.cli import context
 from streams.config import Settings
 
 __all__ = [
@@ -89,15 +90,6 @@ class VerificationFailed(ProofError):
 
 
 # -- settings and keys ----------------------------------------------------------
-
-
-def _settings() -> Settings:
-    # the CLI's --config, when mounted in streams/cli.py; the environment otherwise
-    try:
-        from streams.cli.main import state
-    except ImportError:  # pragma: no cover - streams.cli.main is part of the package
-        return Settings.load()
-    return state.settings()
 
 
 def load_verifier(vkey: str | None, settings: Settings) -> NoteVerifier:
@@ -390,6 +382,7 @@ WaitOption = Annotated[
 
 @proof_app.command("proof")
 def proof_command(
+    ctx: typer.Context,
     event_id: Annotated[str | None, typer.Argument(help="The lineage event to prove.")] = None,
     index: Annotated[int | None, typer.Option(help="Prove the event at this log index.")] = None,
     consistency: Annotated[
@@ -410,7 +403,7 @@ def proof_command(
     root is the one in a checkpoint signed by the notary's key. Exits 1 if anything
     does not verify.
     """
-    settings = _settings()
+    settings = context.settings(ctx)
     verifier = load_verifier(vkey, settings)
     client = _client(url, settings, wait)
     origin = origin or verifier.name
@@ -465,6 +458,7 @@ def _prove_consistency(
 
 @proof_app.command("checkpoint")
 def checkpoint_command(
+    ctx: typer.Context,
     url: UrlOption = None,
     vkey: VkeyOption = None,
     origin: OriginOption = None,
@@ -472,7 +466,7 @@ def checkpoint_command(
 ) -> None:
     """Print the notary's latest signed checkpoint and verify it (and, unless
     --no-remember, that it extends the last one verified from this log)."""
-    settings = _settings()
+    settings = context.settings(ctx)
     verifier = load_verifier(vkey, settings)
     client = _client(url, settings, 3.0)
     origin = origin or verifier.name
@@ -492,6 +486,7 @@ def checkpoint_command(
 
 
 def notary_command(
+    ctx: typer.Context,
     origin: Annotated[
         str | None, typer.Option(help="Log origin (default: setting notary_origin).")
     ] = None,
@@ -515,7 +510,7 @@ def notary_command(
     """
     from streams.notary import NotaryService, notary_vkey_path
 
-    settings = _settings()
+    settings = context.settings(ctx)
     service = NotaryService(settings, origin=origin, port=port, create_key=create_key)
     signal.signal(signal.SIGTERM, lambda *_: service.stop())
     err.print(

@@ -1,13 +1,8 @@
 """``trustplane sql`` and ``trustplane sink``: query the lineage store, and fill it.
 
-Mount in ``streams/cli.py``::
-
-    from streams.cli.sql import sink, sql
-
-    cli.command()(sql)
-    cli.command()(sink)
-
-Also runnable on its own: ``python -m streams.cli.sql sql "SELECT 1"``.
+``streams/cli/main.py`` mounts both commands. Also runnable on its own:
+``python -m streams.cli.sql sql "SELECT 1"``. ClickHouse and chDB (``sinks``,
+``streams.sink``) are imported by the commands, not with this module.
 """
 
 from __future__ import annotations
@@ -18,17 +13,18 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from processors.exceptions import TrustplaneError
-from sinks.base import ParamValue, QueryResult
-from sinks.clickhouse import get_named_query, named_queries
-from sinks.sql_guard import SqlGuardError
+from streams.cli import context
 from streams.config import Settings
+
+if TYPE_CHECKING:
+    from sinks.base import ParamValue, QueryResult
 
 __all__ = ["sql", "sink", "app", "main", "FORMATS"]
 
@@ -39,12 +35,14 @@ err = Console(stderr=True, soft_wrap=True)
 
 
 def _settings() -> Settings:
-    """The settings of the running ``trustplane`` command (its --config), else the env."""
-    try:
-        from streams.cli.main import state
-    except ImportError:  # pragma: no cover - streams.cli.main is part of the package
-        return Settings.load()
-    return state.settings()
+    """The settings when this module's ``app`` runs on its own: the environment."""
+    return Settings.load()
+
+
+def _settings_of(ctx: typer.Context) -> Settings:
+    """``trustplane --config``'s settings when mounted there, else :func:`_settings`."""
+    given = context.options(ctx)
+    return given.settings() if given is not None else _settings()
 
 
 def _parse_params(pairs: list[str] | None) -> dict[str, ParamValue]:
@@ -61,6 +59,7 @@ def _parse_params(pairs: list[str] | None) -> dict[str, ParamValue]:
 
 
 def sql(
+    ctx: typer.Context,
     statement: Annotated[
         str | None,
         typer.Argument(
@@ -95,6 +94,8 @@ def sql(
     rows). With the embedded store the query goes to the running `trustplane sink`; with
     clickhouse_url set, to the server.
     """
+    from sinks.clickhouse import get_named_query
+    from sinks.sql_guard import SqlGuardError
     from streams.sink import SinkConfig, open_query_target
 
     if output not in FORMATS:
@@ -116,7 +117,7 @@ def sql(
             hint='e.g. trustplane sql "SELECT count() FROM lineage_events", or --query NAME '
             "(--list shows them)",
         )
-    config = SinkConfig.from_settings(_settings())
+    config = SinkConfig.from_settings(_settings_of(ctx))
     if write and not config.clickhouse_url:
         raise SqlGuardError(
             "--write needs a ClickHouse server",
@@ -132,6 +133,8 @@ def sql(
 
 
 def _print_query_list(output: str) -> None:
+    from sinks.clickhouse import named_queries
+
     queries = named_queries()
     if output == "json":
         print(
@@ -190,6 +193,7 @@ def _print_result(result: QueryResult, output: str, source: str) -> None:
 
 
 def sink(
+    ctx: typer.Context,
     clickhouse_url: Annotated[
         str | None,
         typer.Option(
@@ -222,9 +226,9 @@ def sink(
     """
     from streams.sink import RunningSink, SinkConfig, run_sink
 
-    settings = _settings()
+    current = _settings_of(ctx)
     config = SinkConfig.from_settings(
-        settings,
+        current,
         clickhouse_url=clickhouse_url,
         data_dir=data_dir,
         http_port=http_port,
@@ -246,11 +250,11 @@ def sink(
         for note in running.notes:
             err.print(f"[dim]{note}[/]")
         err.print(
-            f"lineage sink {running.runner.sink_id} on {settings.resolved_bootstrap()} -> "
+            f"lineage sink {running.runner.sink_id} on {current.resolved_bootstrap()} -> "
             f"{running.sink.description}{endpoint}"
         )
 
-    run_sink(settings, config, on_start=started, fault_exit_after_flushes=fault_exit_after_flushes)
+    run_sink(current, config, on_start=started, fault_exit_after_flushes=fault_exit_after_flushes)
 
 
 app = typer.Typer(

@@ -64,7 +64,6 @@ The package, one responsibility a module:
 
 from __future__ import annotations
 
-from processors.layers.policy import encoding as _encoding
 from processors.layers.policy.bundle import BundleManifest, PolicyBundle
 from processors.layers.policy.cases import (
     CaseResult,
@@ -116,9 +115,3 @@ __all__ = [
     "cases_from_document",
     "run_cases",
 ]
-
-# Internals bench/bench_policy.py reaches for (it measures the engine's own mapping); not
-# part of the front door: new code imports them from processors.layers.policy.encoding.
-_agent_entity = _encoding.agent_entity
-_cedar_record = _encoding.cedar_record
-_resource_entity = _encoding.resource_entity

@@ -24,8 +24,8 @@ from processors.log.merkle import (
     verify_inclusion,
 )
 
-REPO = Path(__file__).resolve().parents[3]
-VECTORS = REPO.parent / "shared" / "vendor" / "rfc9162-vectors"
+TESTS = Path(__file__).resolve().parents[2]
+VECTORS = TESTS / "data" / "rfc9162-vectors"  # origin and licence: tests/data/README.md
 EXPECTED_VECTOR_FILES = {"inclusion": 98, "consistency": 98}
 
 
