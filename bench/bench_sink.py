@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from processors.log.chain import link
 from sinks.clickhouse import ClickHouseSink, map_record, named_queries, run_named_query
 from streams.codec import default_codec
 
@@ -50,6 +51,18 @@ def lineage_event(n: int, run: str) -> dict[str, Any]:
     }
 
 
+def linked_events(count: int, run: str, first_index: int = 0) -> list[dict[str, Any]]:
+    """``count`` events hash-linked as the notary writes them to ``lineage-log``."""
+    events: list[dict[str, Any]] = []
+    prev: str | None = None
+    for n in range(count):
+        event = link(lineage_event(n, run), prev)
+        event["log_index"] = first_index + n
+        prev = event["event_hash"]
+        events.append(event)
+    return events
+
+
 Timing = tuple[float, float]
 """(wall seconds, CPU seconds of this process: the caller's thread and chDB's)."""
 
@@ -69,7 +82,7 @@ def write(
     """Time to map, add and flush ``records`` in batches of ``batch``."""
     started = _clock()
     for n, record in enumerate(records, start=1):
-        table, row = map_record("lineage", record, partition=n % 4, offset=offset + n)
+        table, row = map_record("lineage-log", record, partition=n % 4, offset=offset + n)
         store.add(table, row)
         if n % batch == 0:
             store.flush()
@@ -83,7 +96,7 @@ def write_encoded(store: ClickHouseSink, values: list[bytes], batch: int) -> Tim
     started = _clock()
     for n, value in enumerate(values, start=1):
         record = codec.decode(value, "LineageEvent")
-        table, row = map_record("lineage", record, partition=n % 4, offset=n)
+        table, row = map_record("lineage-log", record, partition=n % 4, offset=n)
         store.add(table, row)
         if n % batch == 0:
             store.flush()
@@ -110,13 +123,13 @@ def main() -> None:
         rates: dict[str, list[float]] = {"map + insert": [], "decode + map + insert": []}
         cpu: dict[str, list[float]] = {"map + insert": [], "decode + map + insert": []}
         for round_ in range(args.rounds):
-            records = [lineage_event(n, f"m{round_}") for n in range(args.events)]
+            records = linked_events(args.events, f"m{round_}")
             wall, used = write(store, records, args.batch)
             rates["map + insert"].append(args.events / wall)
             cpu["map + insert"].append(args.events / used)
             values = [
-                codec.encode("LineageEvent", lineage_event(n, f"d{round_}"))
-                for n in range(args.events)
+                codec.encode("LineageEvent", event)
+                for event in linked_events(args.events, f"d{round_}")
             ]
             wall, used = write_encoded(store, values, args.batch)
             rates["decode + map + insert"].append(args.events / wall)
@@ -130,7 +143,7 @@ def main() -> None:
                 f"{statistics.median(cpu[path]):,.0f} rows per CPU-second"
             )
 
-        records = [lineage_event(n, "m0") for n in range(args.events)]
+        records = linked_events(args.events, "m0")
         seconds, _ = write(store, records, args.batch + 1234, offset=10**9)
         total = store.count("lineage_events")
         print(

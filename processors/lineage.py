@@ -4,7 +4,9 @@ Every event names its stage (decode, a layer, enforcement, emit), what happened 
 why. Event ids are derived from the subject and the stage, so a redelivered input
 produces the same ids and a store can drop the duplicates. Hash-linking
 (``prev_hash``/``event_hash``) and the log position (``log_index``) are filled in by the
-notary (``streams/notary.py``, ``processors/chain.py``), which alone defines the order.
+notary (``streams/notary/``, ``processors/log/chain.py``), which alone defines the order;
+the sink stores the linked events (``lineage-log``). The fields are those of
+:class:`processors.records.LineageEvent`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 from processors.enforcement import Enforcement
 from processors.intent import Intent
-from processors.records import SourcePosition, derived_id
+from processors.records import LineageEvent, SourcePosition, derived_id
 from processors.verdict import Verdict
 
 __all__ = ["LineageRecorder"]
@@ -39,21 +41,21 @@ class LineageRecorder:
         reasons: tuple[str, ...] | list[str] = (),
         attributes: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
-        return {
-            "event_id": derived_id("event", subject, stage, event_type),
-            "intent_id": intent_id,
-            "agent_id": agent_id,
-            "stage": stage,
-            "event_type": event_type,
-            "status": status,
-            "reasons": list(reasons),
-            "attributes": dict(attributes or {}),
-            "occurred_at_ms": now_ms,
-            "worker": self.worker,
-            "prev_hash": None,
-            "event_hash": None,
-            "log_index": None,
-        }
+        return LineageEvent(
+            event_id=derived_id("event", subject, stage, event_type),
+            intent_id=intent_id,
+            agent_id=agent_id,
+            stage=stage,
+            event_type=event_type,
+            status=status,
+            reasons=tuple(reasons),
+            attributes=dict(attributes or {}),
+            occurred_at_ms=now_ms,
+            worker=self.worker,
+            prev_hash=None,
+            event_hash=None,
+            log_index=None,
+        ).to_record()
 
     def decoded(
         self, intent: Intent, source: SourcePosition, intent_digest: str, now_ms: int

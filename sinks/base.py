@@ -8,13 +8,13 @@ depend on being written once: the runner is at-least-once, so after a crash the 
 since the last commit arrive again and the store must absorb them (idempotent keys).
 
 ``query`` reads with SQL. It is read-only by default; the result is plain JSON-able
-data so it can travel over HTTP unchanged (see ``streams/sink.py``).
+data so it can travel over HTTP unchanged (see ``streams/sink/``).
 """
 
 from __future__ import annotations
 
 import abc
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
@@ -177,10 +177,6 @@ class Sink(abc.ABC):
     @abc.abstractmethod
     def close(self) -> None:
         """Release connections. Buffered rows are not flushed: call ``flush`` first."""
-
-    def add_many(self, table: str, rows: Sequence[Mapping[str, Any]]) -> None:
-        for row in rows:
-            self.add(table, row)
 
     def __enter__(self) -> Sink:
         self.setup()

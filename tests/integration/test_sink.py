@@ -2,18 +2,21 @@
 
 Crash it between the ClickHouse write and the Kafka commit, SIGKILL it, restart it: the
 stored rows equal the records produced, each once. A poison record goes to `rejected`
-with a reason and the sink goes on. And end to end: a real gate worker's lineage and
-outcomes land in the store.
+with a reason and the sink goes on. And end to end: a real gate worker's lineage (linked
+by a real notary, read from lineage-log) and outcomes land in the store.
 """
 
 from __future__ import annotations
 
 import collections
+import contextlib
+import functools
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -23,9 +26,11 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 
+from processors.log.chain import link
 from sinks.base import QueryResult
 from streams.codec import default_codec
 from streams.config import PROJECT_ROOT, Settings
+from streams.notary import NotaryService, ensure_notary_topics
 from streams.sdk.client import IntentPublisher, OutcomeReader, new_intent
 from streams.sink import SinkQueryClient
 
@@ -148,7 +153,33 @@ def wait_for(check: Callable[[], bool], timeout: float, what: str, sink: SinkPro
     raise AssertionError(f"timed out waiting for {what}:\n{sink.log()}")
 
 
-# -- producing records the way the gate and executors do --------------------------------
+@contextlib.contextmanager
+def running_notary(settings: Settings, **options: Any) -> Iterator[NotaryService]:
+    """A notary (in a thread) linking `lineage` into `lineage-log`, serving proofs."""
+    service = NotaryService(settings, port=0, create_key=True, checkpoint_every_ms=200, **options)
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            service.run()
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, name="notary", daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while service.url is None and not errors and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert service.url is not None, errors
+        yield service
+    finally:
+        service.stop()
+        thread.join(30)
+    assert not errors, errors
+
+
+# -- producing records the way the gate, the notary and executors do -----------------------
 
 
 def lineage_event(n: int) -> dict[str, Any]:
@@ -164,6 +195,18 @@ def lineage_event(n: int) -> dict[str, Any]:
         "occurred_at_ms": NOW + n,
         "worker": "w",
     }
+
+
+@functools.cache
+def linked_lineage(count: int) -> tuple[dict[str, Any], ...]:
+    """``count`` lineage events linked as the notary writes them to lineage-log."""
+    events: list[dict[str, Any]] = []
+    head = None
+    for n in range(count):
+        event = link({**lineage_event(n), "log_index": n}, head)
+        head = event["event_hash"]
+        events.append(event)
+    return tuple(events)
 
 
 def approval(n: int) -> dict[str, Any]:
@@ -228,7 +271,7 @@ def outcome(n: int) -> dict[str, Any]:
 
 WORKLOAD = {
     # logical topic: (record type, count, builder)
-    "lineage": ("LineageEvent", 4000, lineage_event),
+    "lineage-log": ("LineageEvent", 4000, lambda n: linked_lineage(4000)[n]),
     "approved": ("Approval", 600, approval),
     "denied": ("Decision", 400, lambda n: decision(n, "DENIED")),
     "review": ("Decision", 100, lambda n: decision(n, "REVIEW")),
@@ -265,6 +308,7 @@ def produce(settings: Settings, messages: list[tuple[str, bytes | None, bytes]])
 
 
 def produce_workload(settings: Settings) -> None:
+    ensure_notary_topics(settings)  # lineage-log: one partition, as the notary makes it
     codec = default_codec()
     messages: list[tuple[str, bytes | None, bytes]] = []
     for topic, (name, count, build) in WORKLOAD.items():
@@ -345,18 +389,19 @@ def test_a_poison_record_goes_to_rejected_with_a_reason_and_the_sink_goes_on(
     codec = default_codec()
     sink = sink_factory(settings).start("--batch-rows", "50", "--batch-ms", "100")
     intent = new_intent("billing-agent", "invoices.read", "inv:1", sequence=1)
+    first, second = linked_lineage(2)
     produce(
         settings,
         [
-            ("lineage", b"agent-1", codec.encode("LineageEvent", lineage_event(1))),
-            ("lineage", b"agent-1", b"\x00not avro at all"),
-            ("lineage", b"billing-agent", codec.encode("Intent", intent)),
+            ("lineage-log", b"0", codec.encode("LineageEvent", first)),
+            ("lineage-log", b"agent-1", b"\x00not avro at all"),
+            ("lineage-log", b"billing-agent", codec.encode("Intent", intent)),
             (
                 "outcomes",
                 b"agent-1",
                 codec.encode("Outcome", {**outcome(1), "reported_at_ms": 10**17}),
             ),
-            ("lineage", b"agent-2", codec.encode("LineageEvent", lineage_event(2))),
+            ("lineage-log", b"1", codec.encode("LineageEvent", second)),
         ],
     )
 
@@ -368,7 +413,7 @@ def test_a_poison_record_goes_to_rejected_with_a_reason_and_the_sink_goes_on(
     by_code = {r["reason_code"]: r for r in rejected}
     assert sorted(by_code) == ["invalid_field", "not_avro", "wrong_record_type"], rejected
     assert len(rejected) == 3
-    assert by_code["not_avro"]["source_topic"] == settings.topic("lineage")
+    assert by_code["not_avro"]["source_topic"] == settings.topic("lineage-log")
     assert "c3 01" in by_code["not_avro"]["reason"]
     assert "Intent" in by_code["wrong_record_type"]["reason"]
     assert by_code["invalid_field"]["source_topic"] == settings.topic("outcomes")
@@ -416,48 +461,58 @@ def test_a_real_gate_workers_lineage_and_outcomes_land_in_the_store(
             agent, action, resource = plan[n % 2]
             publisher.publish(estate.intent(agent, action, resource.format(n=n)))
         publisher.publish_raw(b"billing-agent", b"garbage")
-    worker_factory(settings).start()
-    sink = sink_factory(settings).start("--batch-ms", "200")
+    with running_notary(settings):
+        worker_factory(settings).start()
+        sink = sink_factory(settings).start("--batch-ms", "200")
 
-    def decided() -> bool:
-        row = sink.query("SELECT count() FROM intent_decisions").rows[0][0]
-        return bool(row == 200)
+        def decided() -> bool:
+            row = sink.query("SELECT count() FROM intent_decisions").rows[0][0]
+            return bool(row == 200)
 
-    wait_for(decided, 90, "200 decisions", sink)
-    # the store says what the outcome topics say, whatever the gate decided
-    with OutcomeReader(settings, ("approved", "denied", "review")) as reader:
-        on_topics = collections.Counter(
-            (r.record["agent_id"], r.topic.upper()) for r in reader.read(timeout=3.0) if r.record
+        wait_for(decided, 90, "200 decisions", sink)
+        # the store says what the outcome topics say, whatever the gate decided
+        with OutcomeReader(settings, ("approved", "denied", "review")) as reader:
+            on_topics = collections.Counter(
+                (r.record["agent_id"], r.topic.upper())
+                for r in reader.read(timeout=3.0)
+                if r.record
+            )
+        stored_outcomes = sink.query(
+            "SELECT agent_id, outcome, count() FROM intent_decisions GROUP BY agent_id, outcome"
+        ).rows
+        assert {(agent, outcome): n for agent, outcome, n in stored_outcomes} == dict(on_topics)
+        assert sum(on_topics.values()) == 200
+        assert on_topics[("support-bot", "DENIED")] == 100, "no policy permits support payments"
+        assert on_topics[("billing-agent", "APPROVED")] > 0
+
+        # every linked lineage record (lineage-log) is in the store, once, with its hashes
+        with OutcomeReader(settings, ("lineage-log",)) as reader:
+            on_topic = {r.record["event_id"] for r in reader.read(timeout=3.0) if r.record}
+        wait_for(
+            lambda: sink.query("SELECT count() FROM lineage_events").rows[0][0] == len(on_topic),
+            60,
+            f"{len(on_topic)} lineage events",
+            sink,
         )
-    stored_outcomes = sink.query(
-        "SELECT agent_id, outcome, count() FROM intent_decisions GROUP BY agent_id, outcome"
-    ).rows
-    assert {(agent, outcome): n for agent, outcome, n in stored_outcomes} == dict(on_topics)
-    assert sum(on_topics.values()) == 200
-    assert on_topics[("support-bot", "DENIED")] == 100, "no policy permits support payments"
-    assert on_topics[("billing-agent", "APPROVED")] > 0
-
-    # every lineage record on the topic is in the store, once
-    with OutcomeReader(settings, ("lineage",)) as reader:
-        on_topic = {r.record["event_id"] for r in reader.read(timeout=3.0) if r.record}
-    wait_for(
-        lambda: sink.query("SELECT count() FROM lineage_events").rows[0][0] == len(on_topic),
-        60,
-        f"{len(on_topic)} lineage events",
-        sink,
-    )
-    stored = sink.query("SELECT event_id FROM lineage_events").column("event_id")
-    assert sorted(stored) == sorted(on_topic)
-    latency = sink.query("SELECT count() FROM intent_latency WHERE lineage_span_ms >= 0")
-    assert latency.rows[0][0] == 200
-    denied = sink.query("SELECT count() FROM decisions WHERE outcome = 'DENIED'").rows[0][0]
-    assert denied == on_topics[("support-bot", "DENIED")] + on_topics[("billing-agent", "DENIED")]
-    wait_for(
-        lambda: sink.query("SELECT count() FROM rejections").rows[0][0] == 1,
-        30,
-        "the rejection",
-        sink,
-    )
+        stored = sink.query("SELECT event_id FROM lineage_events").column("event_id")
+        assert sorted(stored) == sorted(on_topic)
+        unlinked = sink.query(
+            "SELECT count() FROM lineage_events WHERE event_hash IS NULL OR log_index IS NULL "
+            "OR (prev_hash IS NULL AND log_index != 0)"
+        )
+        assert unlinked.rows[0][0] == 0
+        latency = sink.query("SELECT count() FROM intent_latency WHERE lineage_span_ms >= 0")
+        assert latency.rows[0][0] == 200
+        denied = sink.query("SELECT count() FROM decisions WHERE outcome = 'DENIED'").rows[0][0]
+        assert (
+            denied == on_topics[("support-bot", "DENIED")] + on_topics[("billing-agent", "DENIED")]
+        )
+        wait_for(
+            lambda: sink.query("SELECT count() FROM rejections").rows[0][0] == 1,
+            30,
+            "the rejection",
+            sink,
+        )
 
 
 def _get(url: str) -> str:

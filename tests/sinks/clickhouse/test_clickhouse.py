@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from processors.log.chain import leaf_bytes, link, verify_event_hash
+from processors.records import LineageEvent
 from sinks.base import MappingError, MigrationError, QueryError, SinkError, SinkUnavailableError
 from sinks.clickhouse import (
     SQL_DIR,
@@ -75,21 +77,27 @@ def lineage(
     at: int = HOUR_10,
     attributes: dict[str, str] | None = None,
 ) -> dict[str, Any]:
-    return avro(
-        "LineageEvent",
-        {
-            "event_id": event_id,
-            "intent_id": intent_id,
-            "agent_id": agent_id,
-            "stage": stage,
-            "event_type": event_type,
-            "status": status,
-            "reasons": [],
-            "attributes": attributes or {},
-            "occurred_at_ms": at,
-            "worker": "w-1",
-        },
-    )
+    """A linked event as the notary writes it to lineage-log (the next in a test log)."""
+    event = {
+        "event_id": event_id,
+        "intent_id": intent_id,
+        "agent_id": agent_id,
+        "stage": stage,
+        "event_type": event_type,
+        "status": status,
+        "reasons": [],
+        "attributes": attributes or {},
+        "occurred_at_ms": at,
+        "worker": "w-1",
+        "log_index": _LOG["size"],
+    }
+    linked = link(event, _LOG["head"])
+    _LOG["size"] += 1
+    _LOG["head"] = linked["event_hash"]
+    return avro("LineageEvent", linked)
+
+
+_LOG: dict[str, Any] = {"size": 0, "head": None}
 
 
 def verdicts(*layers: tuple[str, int]) -> list[dict[str, Any]]:
@@ -206,9 +214,9 @@ def workload() -> list[tuple[str, dict[str, Any]]]:
         intent, start = f"i-{i:03d}", HOUR_10 + i * 1000
         common = {"intent_id": intent, "agent_id": "billing"}
         records += [
-            ("lineage", lineage(f"ev-{i}-decode", at=start, **common)),
+            ("lineage-log", lineage(f"ev-{i}-decode", at=start, **common)),
             (
-                "lineage",
+                "lineage-log",
                 lineage(
                     f"ev-{i}-freshness",
                     stage="freshness",
@@ -220,7 +228,7 @@ def workload() -> list[tuple[str, dict[str, Any]]]:
                 ),
             ),
             (
-                "lineage",
+                "lineage-log",
                 lineage(
                     f"ev-{i}-allowlist",
                     stage="allowlist",
@@ -232,7 +240,7 @@ def workload() -> list[tuple[str, dict[str, Any]]]:
                 ),
             ),
             (
-                "lineage",
+                "lineage-log",
                 lineage(
                     f"ev-{i}-enforcement",
                     stage="enforcement",
@@ -383,7 +391,7 @@ def test_a_redelivered_batch_is_never_counted_twice(store):
 
 
 def test_the_same_block_flushed_twice_is_dropped_at_insert(store):
-    table, row = map_record("lineage", lineage("only-once"))
+    table, row = map_record("lineage-log", lineage("only-once"))
     for _ in range(3):
         store.add(table, row)
         store.flush()
@@ -391,7 +399,7 @@ def test_the_same_block_flushed_twice_is_dropped_at_insert(store):
 
 
 def test_discard_drops_buffered_rows(store):
-    table, row = map_record("lineage", lineage("never-written"))
+    table, row = map_record("lineage-log", lineage("never-written"))
     store.add(table, row)
     assert store.pending == 1
     assert store.discard() == 1
@@ -444,11 +452,17 @@ def test_an_intent_held_for_review_keeps_both_decisions_and_ends_where_it_ended(
 @pytest.mark.parametrize(
     ("topic", "record", "name", "code", "match"),
     [
-        ("lineage", {}, "dev.trustplane.Intent", "wrong_record_type", "carries"),
+        ("lineage-log", {}, "dev.trustplane.Intent", "wrong_record_type", "carries"),
         ("metrics", {}, None, "wrong_record_type", "does not read topic"),
-        ("lineage", {**lineage("x"), "event_id": " "}, None, "invalid_field", "event_id is empty"),
         (
-            "lineage",
+            "lineage-log",
+            {**lineage("x"), "event_id": " "},
+            None,
+            "invalid_field",
+            "event_id is empty",
+        ),
+        (
+            "lineage-log",
             {**lineage("x"), "occurred_at_ms": 10**17},
             None,
             "invalid_field",
@@ -465,6 +479,76 @@ def test_unmappable_records_raise_a_mapping_error_with_a_rejection_code(
     with pytest.raises(MappingError, match=match) as caught:
         map_record(topic, record, record_name=name)
     assert caught.value.code == code
+
+
+def unlinked(event_id: str) -> dict[str, Any]:
+    """A lineage event as the gate writes it to `lineage`: no hashes, no log index."""
+    return {**lineage(event_id), "prev_hash": None, "event_hash": None, "log_index": None}
+
+
+@pytest.mark.parametrize(
+    ("topic", "record", "match"),
+    [
+        ("lineage", lineage("x"), "stored from lineage-log"),
+        ("lineage-log", unlinked("x"), "not a notary hash"),
+        ("lineage-log", {**lineage("x"), "log_index": None}, "not a log position"),
+        ("lineage-log", {**lineage("x"), "prev_hash": None}, "only the first event"),
+        ("lineage-log", {**lineage("x"), "intent_id": ""}, "intent_id is an empty string"),
+        ("lineage-log", {**lineage("x"), "agent_id": ""}, "agent_id is an empty string"),
+    ],
+)
+def test_only_linked_lineage_is_stored(topic, record, match):
+    with pytest.raises(MappingError, match=match):
+        map_record(topic, record)
+
+
+def test_a_stored_lineage_row_gives_back_the_linked_event_and_its_merkle_leaf(store):
+    events = [lineage("p-1", intent_id=None, agent_id=None), lineage("p-2")]
+    load(store, [("lineage-log", e) for e in events])
+    rows = store.query(
+        "SELECT * FROM lineage_events WHERE event_id IN ('p-1', 'p-2') ORDER BY log_index"
+    ).dicts()
+    assert [r["intent_id"] for r in rows] == ["", "i-1"]  # null is stored as ''
+    for row, event in zip(rows, events, strict=True):
+        rebuilt = LineageEvent.from_row(row).to_record()
+        assert rebuilt == event
+        verify_event_hash(rebuilt)
+        assert leaf_bytes(rebuilt) == leaf_bytes(event)
+    unlinked_rows = (
+        "SELECT count() FROM lineage_events WHERE event_hash IS NULL OR log_index IS NULL"
+    )
+    assert store.query(unlinked_rows).scalar() == 0
+
+
+def test_migration_008_adds_log_index_and_linked_rows_replace_unlinked_ones(tmp_path):
+    before = tmp_path / "sql-007"
+    before.mkdir()
+    for path in SQL_DIR.glob("*.sql"):
+        if int(path.name[:3]) <= 7:
+            shutil.copy(path, before / path.name)
+    old = ClickHouseSink(path=tmp_path / "store", migrations_dir=before)
+    old.setup()
+    event = lineage("upgraded")
+    old.query(  # a row the pre-008 sink wrote from `lineage`: no hashes
+        "INSERT INTO lineage_events_raw (event_id, intent_id, agent_id, stage, event_type, "
+        "status, reasons, attributes, occurred_at_ms, worker) VALUES ('upgraded', 'i-1', "
+        "'billing', 'decode', 'intent.received', 'ok', [], map(), 1735725600000, 'w-1')",
+        readonly=False,
+    )
+    old.close()
+
+    store = ClickHouseSink(path=tmp_path / "store")
+    store.setup()
+    try:
+        assert store.applied == ["008_provable_lineage.sql"]
+        assert store.query("SELECT log_index, event_hash FROM lineage_events").rows == [
+            (None, None)
+        ]
+        load(store, [("lineage-log", event)])  # the sink re-reads lineage-log from the start
+        rows = store.query("SELECT event_hash, log_index FROM lineage_events").rows
+        assert rows == [(event["event_hash"], event["log_index"])]
+    finally:
+        store.close()
 
 
 # -- the analytics queries ------------------------------------------------------------
@@ -523,13 +607,13 @@ def test_anomalies_per_scenario_counts_anomaly_stage_events(store):
         store,
         [
             (
-                "lineage",
+                "lineage-log",
                 lineage(
                     "a1", stage="anomaly", event_type="rate.spike", attributes={"scenario": "burst"}
                 ),
             ),
             (
-                "lineage",
+                "lineage-log",
                 lineage(
                     "a2",
                     stage="anomaly",
@@ -538,8 +622,8 @@ def test_anomalies_per_scenario_counts_anomaly_stage_events(store):
                     agent_id="support",
                 ),
             ),
-            ("lineage", lineage("a3", stage="anomaly", event_type="new.resource")),
-            ("lineage", lineage("n1")),
+            ("lineage-log", lineage("a3", stage="anomaly", event_type="new.resource")),
+            ("lineage-log", lineage("n1")),
         ],
     )
     result = run_named_query(store, "anomalies_per_scenario")
