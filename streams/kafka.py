@@ -1,40 +1,83 @@
-"""The one place Kafka clients are built, and what the transactional loops share.
+"""The one place Kafka clients are built, and the one transactional loop.
 
 Every producer, consumer and admin client of the project comes from :func:`producer`,
-:func:`consumer` or :func:`admin`, given anything with a ``kafka_config()`` (the SDK's
-:class:`~streams.sdk.config.ClientConfig` or the server :class:`~streams.config.Settings`):
-bootstrap servers, credentials and pass-through librdkafka settings reach every client
-the same way.
+:func:`transactional_producer`, :func:`consumer` or :func:`admin`, given anything with a
+``kafka_config()`` (the SDK's :class:`~streams.sdk.config.ClientConfig` or the server
+:class:`~streams.config.Settings`): bootstrap servers, credentials and pass-through
+librdkafka settings reach every client the same way.
+
+The gate worker, the notary and the lineage sink each run a :class:`TransactionalLoop`:
+cut a batch, transform it into records, produce them, and commit them together with the
+consumed offsets in one Kafka transaction (KIP-98, KIP-447), or abort, rewind to the
+committed offsets and read the batch again. What differs between them are hooks:
+``on_batch`` (the transform), ``before_commit`` (the sink writes ClickHouse there),
+``on_commit`` and ``on_abort`` (the notary rebuilds its tree there, the worker its
+per-agent state).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import Protocol
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Producer, TopicPartition
+from confluent_kafka import (
+    OFFSET_BEGINNING,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient
 
 from processors.exceptions import TrustplaneError
 
 __all__ = [
     "KafkaEndpoint",
+    "PlainEndpoint",
     "producer",
+    "transactional_producer",
     "consumer",
     "admin",
     "start_transactions",
     "rewind_to_committed",
     "close_loop",
+    "Record",
+    "RetryBatch",
+    "BatchPolicy",
+    "FirstThenReady",
+    "FillWithin",
+    "UpToDeadline",
+    "TransactionalLoop",
 ]
 
+log = logging.getLogger(__name__)
+
 Overrides = Mapping[str, str | int | float | bool]
+
+
+# -- clients ------------------------------------------------------------------------
 
 
 class KafkaEndpoint(Protocol):
     """Where a client connects and how it authenticates."""
 
     def kafka_config(self) -> dict[str, str | int | float | bool]: ...
+
+
+@dataclass(frozen=True)
+class PlainEndpoint:
+    """A broker reached without authentication (the local development broker)."""
+
+    bootstrap_servers: str
+
+    def kafka_config(self) -> dict[str, str | int | float | bool]:
+        return {"bootstrap.servers": self.bootstrap_servers}
 
 
 def producer(endpoint: KafkaEndpoint, overrides: Overrides | None = None) -> Producer:
@@ -65,11 +108,11 @@ def consumer(
     )
 
 
-def admin(endpoint: KafkaEndpoint) -> AdminClient:
-    return AdminClient(dict(endpoint.kafka_config()))
+def admin(endpoint: KafkaEndpoint, overrides: Overrides | None = None) -> AdminClient:
+    return AdminClient({**endpoint.kafka_config(), **(overrides or {})})
 
 
-log = logging.getLogger(__name__)
+# -- what every loop shares -----------------------------------------------------------
 
 
 def start_transactions(producer: Producer, error: type[TrustplaneError]) -> None:
@@ -104,3 +147,312 @@ def rewind_to_committed(consumer: Consumer) -> None:
             consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
         except KafkaException as exc:  # not fetched yet: it starts at the committed offset
             log.debug("seek %s[%d]: %s", tp.topic, tp.partition, exc)
+
+
+def _fatal(exc: KafkaException) -> KafkaError | None:
+    error = exc.args[0] if exc.args else None
+    return error if isinstance(error, KafkaError) and error.fatal() else None
+
+
+# -- cutting batches ------------------------------------------------------------------
+
+Keep = Callable[[list[Message]], list[Message]]
+"""Drops error events from what ``consume`` returned (raising on a fatal one)."""
+
+
+class BatchPolicy(Protocol):
+    """How a loop cuts its input into transactions."""
+
+    def cut(self, consumer: Consumer, stopping: Callable[[], bool], keep: Keep) -> list[Message]:
+        """The next batch (maybe empty); return early once ``stopping()``."""
+        ...
+
+
+@dataclass(frozen=True)
+class FirstThenReady:
+    """Wait up to ``max_wait_ms`` for a first record, then take only what has already
+    arrived (up to ``max_records``): a lone record goes at once, a busy stream still
+    fills its batch. (``consume(n, timeout)`` would wait for all n or the whole timeout.)
+    The gate worker's policy: decisions want latency."""
+
+    max_records: int
+    max_wait_ms: int
+
+    def cut(self, consumer: Consumer, stopping: Callable[[], bool], keep: Keep) -> list[Message]:
+        first = consumer.poll(self.max_wait_ms / 1000)
+        if first is None:
+            return []
+        batch: list[Message] = []
+        messages = [first]
+        while True:
+            batch.extend(keep(messages))
+            room = self.max_records - len(batch)
+            if room <= 0 or stopping():
+                return batch
+            messages = consumer.consume(room, timeout=0)
+            if not messages:
+                return batch
+
+
+@dataclass(frozen=True)
+class FillWithin:
+    """Wait up to ``first_wait_ms`` for records; once some arrived, keep taking for
+    ``max_ms`` or until ``max_records``. The sink's policy: ClickHouse wants few, big
+    inserts."""
+
+    max_records: int
+    max_ms: int
+    first_wait_ms: int = 500
+    max_take: int = 10_000
+
+    def cut(self, consumer: Consumer, stopping: Callable[[], bool], keep: Keep) -> list[Message]:
+        batch: list[Message] = []
+        deadline: float | None = None
+        while len(batch) < self.max_records and not stopping():
+            timeout = self.first_wait_ms / 1000 if deadline is None else deadline - time.monotonic()
+            if timeout <= 0:
+                break
+            messages = consumer.consume(min(self.max_records - len(batch), self.max_take), timeout)
+            batch.extend(keep(messages))
+            if batch and deadline is None:
+                deadline = time.monotonic() + self.max_ms / 1000
+            if not messages and not batch:
+                break
+        return batch
+
+
+@dataclass(frozen=True)
+class UpToDeadline:
+    """Take what arrives within ``max_ms`` (up to ``max_records``), returning early when
+    a wait after the first records brings nothing. The notary's policy: it also has a
+    checkpoint timer to serve when no record comes."""
+
+    max_records: int
+    max_ms: int
+
+    def cut(self, consumer: Consumer, stopping: Callable[[], bool], keep: Keep) -> list[Message]:
+        deadline = time.monotonic() + self.max_ms / 1000
+        batch: list[Message] = []
+        while len(batch) < self.max_records and not stopping():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            messages = consumer.consume(self.max_records - len(batch), remaining)
+            batch.extend(keep(messages))
+            if not messages and batch:
+                break
+        return batch
+
+
+# -- the loop -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One record to produce in a batch's transaction (``topic`` is the real name)."""
+
+    topic: str
+    key: bytes | None
+    value: bytes | None
+    partition: int | None = None
+    on_delivery: Callable[[KafkaError | None, Message], None] | None = None
+
+
+class RetryBatch(Exception):  # noqa: N818 - a signal to the loop, not an error
+    """Raised by ``before_commit``: abort the transaction and read the batch again after
+    ``backoff_s`` (e.g. the sink's store did not take the rows)."""
+
+    def __init__(self, backoff_s: float = 0.0) -> None:
+        super().__init__(backoff_s)
+        self.backoff_s = backoff_s
+
+
+Hook = Callable[[list[Message]], None]
+
+
+class TransactionalLoop:
+    """Consume → transform → produce, one Kafka transaction per batch.
+
+    Each cycle (:meth:`run_once`): the ``batches`` policy cuts a batch; ``on_batch(batch)``
+    returns the records to produce, or None when there is nothing to commit (it is called
+    with empty batches too, so timers can produce); the loop begins a transaction,
+    produces the records, calls ``before_commit(batch)``, adds the consumed offsets
+    (``send_offsets_to_transaction``) and commits, then calls ``on_commit(batch)``.
+
+    When the transaction fails, or ``before_commit`` raises :class:`RetryBatch`, the loop
+    aborts it, rewinds the consumer to the committed offsets and calls ``on_abort(exc)``:
+    in-memory state derived from the batch must be dropped there, since the batch is read
+    again. A fatal error (fenced by a newer instance with the same ``transactional.id``)
+    raises ``error`` with ``fenced_hint``.
+
+    ``rewind_on_rebalance``: drop (and re-read) a batch during whose polling partitions
+    were assigned or revoked: some of it may belong to another member now.
+    """
+
+    def __init__(
+        self,
+        consumer: Consumer,
+        producer: Producer,
+        *,
+        name: str,
+        error: type[TrustplaneError],
+        fenced_hint: str,
+        batches: BatchPolicy,
+        on_batch: Callable[[list[Message]], Sequence[Record] | None],
+        before_commit: Hook | None = None,
+        on_commit: Hook | None = None,
+        on_abort: Callable[[Exception], None] | None = None,
+        rewind_on_rebalance: bool = False,
+    ) -> None:
+        self.consumer = consumer
+        self.producer = producer
+        self.name = name
+        self.error = error
+        self.fenced_hint = fenced_hint
+        self.batches = batches
+        self.on_batch = on_batch
+        self.before_commit = before_commit
+        self.on_commit = on_commit
+        self.on_abort = on_abort
+        self.rewind_on_rebalance = rewind_on_rebalance
+        self.generation = 0
+        """Bumped by every assignment and revocation."""
+        self._stop = threading.Event()
+
+    # -- lifecycle
+
+    def start(self) -> None:
+        """Initialize transactions (fencing a predecessor); call before :meth:`run_once`."""
+        start_transactions(self.producer, self.error)
+
+    def subscribe(
+        self,
+        topics: list[str],
+        *,
+        on_assign: Callable[[Consumer, list[TopicPartition]], None] | None = None,
+        on_revoke: Callable[[Consumer, list[TopicPartition]], None] | None = None,
+    ) -> None:
+        def assigned(consumer: Consumer, partitions: list[TopicPartition]) -> None:
+            self.generation += 1
+            if on_assign is not None:
+                on_assign(consumer, partitions)
+
+        def revoked(consumer: Consumer, partitions: list[TopicPartition]) -> None:
+            self.generation += 1
+            if on_revoke is not None:
+                on_revoke(consumer, partitions)
+
+        self.consumer.subscribe(topics, on_assign=assigned, on_revoke=revoked)
+
+    def run(self) -> None:
+        """Cycle until :meth:`stop` (the batch in hand is committed first)."""
+        while not self._stop.is_set():
+            self.run_once()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def wait(self, seconds: float) -> bool:
+        """Sleep, waking early on :meth:`stop`; True when stopping."""
+        return self._stop.wait(seconds)
+
+    def close(self) -> None:
+        close_loop(self.consumer, self.producer)
+
+    # -- one transaction
+
+    def run_once(self) -> bool:
+        """One cycle; True when a transaction committed."""
+        generation = self.generation
+        batch = self.batches.cut(self.consumer, self._stop.is_set, self._keep)
+        if batch and self.rewind_on_rebalance and generation != self.generation:
+            # partitions moved while we read: what we hold may not be ours any more
+            self.rewind()
+            return False
+        records = self.on_batch(batch)
+        if records is None:
+            return False
+        try:
+            self.producer.begin_transaction()
+            for record in records:
+                self._produce(record)
+            if self.before_commit is not None:
+                self.before_commit(batch)
+            if batch:
+                offsets = [
+                    tp
+                    for tp in self.consumer.position(self.consumer.assignment())
+                    if tp.offset >= 0
+                ]
+                self.producer.send_offsets_to_transaction(
+                    offsets, self.consumer.consumer_group_metadata()
+                )
+            self.producer.commit_transaction()
+        except KafkaException as exc:
+            if (fatal := _fatal(exc)) is not None:
+                raise self.error(
+                    f"fenced or fatal transaction error: {fatal.str()}", hint=self.fenced_hint
+                ) from exc
+            log.warning("%s: transaction failed, aborting, reading again: %s", self.name, exc)
+            self._recover(exc)
+            return False
+        except RetryBatch as retry:
+            self._recover(retry)
+            self.wait(retry.backoff_s)
+            return False
+        if self.on_commit is not None:
+            self.on_commit(batch)
+        return True
+
+    def rewind(self) -> None:
+        rewind_to_committed(self.consumer)
+
+    def _produce(self, record: Record) -> None:
+        # -1: no partition chosen, the partitioner picks (librdkafka's RD_KAFKA_PARTITION_UA)
+        partition = -1 if record.partition is None else record.partition
+        while True:
+            try:
+                self.producer.produce(
+                    record.topic,
+                    key=record.key,
+                    value=record.value,
+                    partition=partition,
+                    on_delivery=record.on_delivery,
+                )
+                break
+            except BufferError:  # the local queue is full: deliver some, then retry
+                self.producer.poll(0.05)
+        self.producer.poll(0)
+
+    def _recover(self, cause: Exception) -> None:
+        try:
+            self.producer.abort_transaction(30)
+            self.rewind()
+            if self.on_abort is not None:
+                self.on_abort(cause)
+        except KafkaException as exc:
+            if (fatal := _fatal(exc)) is not None:
+                raise self.error(
+                    f"fenced or fatal transaction error: {fatal.str()}", hint=self.fenced_hint
+                ) from exc
+            raise self.error(
+                f"{self.name} cannot recover from a failed transaction: {exc}",
+                hint=f"restart the {self.name}: it aborts the open transaction and reads "
+                "again from the last committed offsets",
+            ) from exc
+
+    def _keep(self, messages: list[Message]) -> list[Message]:
+        kept: list[Message] = []
+        for message in messages:
+            error = message.error()
+            if error is None:
+                kept.append(message)
+            elif error.fatal():
+                raise self.error(f"consumer failed: {error.str()}", hint=self.fenced_hint)
+            elif error.code() != KafkaError._PARTITION_EOF:
+                log.warning("%s consumer: %s", self.name, error.str())
+        return kept

@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]  # documented path, stub lacks __all__
+from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]  # documented path, stub lacks __all__
 
 from processors.exceptions import TrustplaneError
-from streams.config import Settings
+from streams import kafka
+
+if TYPE_CHECKING:  # the SDK imports this module, and streams.config imports the SDK
+    from streams.config import Settings
 
 __all__ = ["TopicSpec", "TOPICS", "OUTCOME_TOPICS", "ensure_topics", "TopicError"]
 
@@ -52,7 +56,7 @@ def ensure_topics(
 ) -> list[str]:
     """Create the missing topics; return the names that were created."""
     wanted = {spec.name: spec for spec in TOPICS if names is None or spec.name in set(names)}
-    admin = AdminClient(dict(settings.kafka_config()))
+    admin = kafka.admin(settings)
     try:
         existing = set(admin.list_topics(timeout=timeout).topics)
     except KafkaException as exc:

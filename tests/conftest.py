@@ -13,8 +13,9 @@ import time
 import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Self
 
 import pytest
 
@@ -55,7 +56,7 @@ def settings_factory(kafka_bootstrap: str, tmp_path: Path) -> Callable[..., Sett
             "group_id": f"gate-{tag}",
             "worker_id": f"w-{tag}",
             "partitions": 4,
-            "web_port": _free_port(),
+            "web_port": free_port(),
             "state_dir": tmp_path / f"state-{tag}",
         }
         values.update(overrides)
@@ -72,77 +73,71 @@ def settings(settings_factory: Callable[..., Settings]) -> Settings:
     return settings_factory()
 
 
-def _free_port() -> int:
+def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
 
 
+def settings_env(settings: Settings) -> dict[str, str]:
+    """Every setting of a test, as the TRUSTPLANE_* variables an operator would set."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TRUSTPLANE_")}
+    for f in dataclasses.fields(settings):
+        value = getattr(settings, f.name)
+        if f.name != "extra" and value is not None:
+            env[f"TRUSTPLANE_{f.name.upper()}"] = str(value)
+    return env
+
+
 @dataclass
-class WorkerProcess:
-    """A real `trustplane worker` process, as an operator would run it."""
+class ServiceProcess:
+    """A real service process (worker, notary, sink), started as an operator would.
 
-    settings: Settings
+    ``ready()`` says whether it serves yet; :meth:`start` may be called again after
+    :meth:`kill` (a restart), the log accumulates.
+    """
+
+    name: str
+    command: list[str]
+    env: dict[str, str]
     log_path: Path
+    ready: Callable[[], bool] = lambda: True
     proc: subprocess.Popen[bytes] | None = None
-    _log: object = field(default=None, repr=False)
 
-    def env(self) -> dict[str, str]:
-        """Every setting of this test, as the TRUSTPLANE_* variables an operator would set."""
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TRUSTPLANE_")}
-        for f in dataclasses.fields(self.settings):
-            value = getattr(self.settings, f.name)
-            if f.name != "extra" and value is not None:
-                env[f"TRUSTPLANE_{f.name.upper()}"] = str(value)
-        return env
-
-    def start(self, wait_ready: bool = True, timeout: float = 60.0) -> WorkerProcess:
-        log = open(self.log_path, "ab")  # noqa: SIM115 - closed in stop()
-        self._log = log
-        self.proc = subprocess.Popen(
-            [str(Path(sys.executable).parent / "trustplane"), "worker"],
-            env=self.env(),
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            cwd=PROJECT_ROOT,
-        )
+    def start(self, wait_ready: bool = True, timeout: float = 60.0) -> Self:
+        with open(self.log_path, "ab") as log:  # the child keeps its own descriptor
+            self.proc = subprocess.Popen(
+                self.command, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=PROJECT_ROOT
+            )
         if wait_ready:
             self.wait_ready(timeout)
         return self
 
-    def health(self) -> dict[str, object] | None:
-        url = f"http://127.0.0.1:{self.settings.web_port}/healthz"
-        try:
-            with urllib.request.urlopen(url, timeout=1) as response:  # noqa: S310 - loopback
-                return json.loads(response.read())  # type: ignore[no-any-return]
-        except OSError:
-            return None
-
-    def metrics(self) -> str:
-        url = f"http://127.0.0.1:{self.settings.web_port}/metrics"
-        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - loopback
-            return response.read().decode()
+    def log(self, chars: int = 4000) -> str:
+        return self.log_path.read_text(errors="replace")[-chars:]
 
     def wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             assert self.proc is not None
             if self.proc.poll() is not None:
-                raise AssertionError(f"worker exited early:\n{self.log_path.read_text()[-3000:]}")
-            health = self.health()
-            if health and health.get("ready"):
+                raise AssertionError(
+                    f"{self.name} exited early ({self.proc.returncode}):\n{self.log()}"
+                )
+            if self.ready():
                 return
             time.sleep(0.2)
-        raise AssertionError(
-            f"worker not ready in {timeout}s:\n{self.log_path.read_text()[-3000:]}"
-        )
+        raise AssertionError(f"{self.name} not ready in {timeout}s:\n{self.log()}")
+
+    def wait_exit(self, timeout: float = 60.0) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
 
     def kill(self) -> None:
         """SIGKILL: no shutdown, no flush, no commit — a crash."""
         assert self.proc is not None
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(10)
-        self._close_log()
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -152,23 +147,83 @@ class WorkerProcess:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait(10)
-        self._close_log()
 
-    def _close_log(self) -> None:
-        if self._log is not None:
-            self._log.close()  # type: ignore[attr-defined]
-            self._log = None
+
+ServiceFactory = Callable[..., ServiceProcess]
 
 
 @pytest.fixture
-def worker_factory(tmp_path: Path) -> Iterator[Callable[[Settings], WorkerProcess]]:
-    workers: list[WorkerProcess] = []
+def service_factory(tmp_path: Path) -> Iterator[ServiceFactory]:
+    """``make(name, command, env, ready=...)``: a :class:`ServiceProcess` (not started yet),
+    logging to ``<tmp_path>/<name>-<n>.log`` and stopped after the test."""
+    started: list[ServiceProcess] = []
 
-    def make(settings: Settings) -> WorkerProcess:
-        worker = WorkerProcess(settings, tmp_path / f"worker-{len(workers)}.log")
-        workers.append(worker)
-        return worker
+    def make(
+        name: str,
+        command: list[str],
+        env: dict[str, str],
+        *,
+        ready: Callable[[], bool] = lambda: True,
+        cls: type[ServiceProcess] = ServiceProcess,
+        **fields: Any,
+    ) -> ServiceProcess:
+        process = cls(
+            name=name,
+            command=command,
+            env=env,
+            log_path=tmp_path / f"{name}-{len(started)}.log",
+            ready=ready,
+            **fields,
+        )
+        started.append(process)
+        return process
 
     yield make
-    for worker in workers:
-        worker.stop()
+    for process in started:
+        process.stop()
+
+
+def http_json(url: str, timeout: float = 1.0) -> Any:
+    """The JSON document at ``url``, or None when nothing answers."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - loopback
+            return json.loads(response.read())
+    except OSError:
+        return None
+
+
+@dataclass
+class WorkerProcess(ServiceProcess):
+    """A real `trustplane worker` process, as an operator would run it."""
+
+    settings: Settings | None = None
+
+    @property
+    def web(self) -> str:
+        assert self.settings is not None
+        return f"http://127.0.0.1:{self.settings.web_port}"
+
+    def health(self) -> dict[str, object] | None:
+        document = http_json(f"{self.web}/healthz")
+        return document if isinstance(document, dict) else None
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"{self.web}/metrics", timeout=5) as response:  # noqa: S310
+            return response.read().decode()
+
+
+@pytest.fixture
+def worker_factory(service_factory: ServiceFactory) -> Callable[[Settings], WorkerProcess]:
+    def make(settings: Settings) -> WorkerProcess:
+        worker = service_factory(
+            "worker",
+            [str(Path(sys.executable).parent / "trustplane"), "worker"],
+            settings_env(settings),
+            cls=WorkerProcess,
+            settings=settings,
+        )
+        assert isinstance(worker, WorkerProcess)
+        worker.ready = lambda: bool((worker.health() or {}).get("ready"))
+        return worker
+
+    return make

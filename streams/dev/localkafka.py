@@ -37,9 +37,9 @@ from pathlib import Path
 from typing import Any
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient
 
 from processors.exceptions import TrustplaneError
+from streams import kafka
 from streams.config import PROJECT_ROOT
 
 __all__ = ["BrokerError", "BrokerInfo", "LocalKafka", "render_server_properties"]
@@ -422,7 +422,7 @@ def _answers(bootstrap: str) -> bool:
             pass
     except OSError:
         return False
-    admin = AdminClient({"bootstrap.servers": bootstrap, "log_level": 0})
+    admin = kafka.admin(kafka.PlainEndpoint(bootstrap), {"log_level": 0})
     try:
         admin.list_topics(timeout=2.0)
     except KafkaException:

@@ -16,9 +16,10 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
+from confluent_kafka import KafkaError, TopicPartition
 
 from processors.exceptions import TrustplaneError
+from streams import kafka
 from streams.codec import Codec, DecodeError, default_codec
 from streams.config import Settings
 
@@ -52,27 +53,20 @@ class ControlFollower:
         self.applied = 0
         self.refused = 0
         self.last_applied_ms: int | None = None
-        self.consumer = Consumer(
+        worker = settings.resolved_worker_id()
+        self.consumer = kafka.consumer(
+            settings,
+            f"{settings.group_id}-control-{worker}",
             {
-                **settings.kafka_config(),
-                "group.id": f"{settings.group_id}-control-{settings.resolved_worker_id()}",
-                "enable.auto.commit": False,
-                "isolation.level": "read_committed",
                 "enable.partition.eof": False,
                 # sync() waits for the position to pass the end, which may be a commit
                 # marker that only an (otherwise empty) fetch answer moves past: answer fast
                 "fetch.wait.max.ms": 10,
-            }
+            },
         )
         # watermarks come from a client with no fetch in flight: asking the fetching
         # consumer waits behind its long poll (measured: ~10 ms per batch, vs ~0.3 ms)
-        self._watermarks = Consumer(
-            {
-                **settings.kafka_config(),
-                "group.id": f"{settings.group_id}-control-offsets-{settings.resolved_worker_id()}",
-                "enable.auto.commit": False,
-            }
-        )
+        self._watermarks = kafka.consumer(settings, f"{settings.group_id}-control-offsets-{worker}")
         # a topic just created (by this worker, or a sink starting beside it) takes a
         # moment to appear in the metadata
         deadline = time.monotonic() + 30

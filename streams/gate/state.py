@@ -21,11 +21,13 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import KafkaError, TopicPartition
 
 from processors.exceptions import TrustplaneError
 from processors.verdict import StatefulLayer
+from streams import kafka
 from streams.config import Settings
+from streams.kafka import Record
 
 StateCodec = Any  # a StatefulLayer or anything with state_key / dump_state / load_state
 
@@ -185,14 +187,7 @@ class KafkaAgentStates(AgentStates):
     ) -> None:
         super().__init__(layers, spill_dir=spill_dir, max_cached=max_cached)
         self.topic = settings.topic(STATE_TOPIC)
-        self._consumer = Consumer(
-            {
-                **settings.kafka_config(),
-                "group.id": f"{settings.group_id}-state-restore",
-                "enable.auto.commit": False,
-                "isolation.level": "read_committed",
-            }
-        )
+        self._consumer = kafka.consumer(settings, f"{settings.group_id}-state-restore")
 
     def restore(self, partitions: Iterable[int], timeout: float = 60.0) -> int:
         """Rebuild the state of these partitions from the committed changelog."""
@@ -230,20 +225,16 @@ class KafkaAgentStates(AgentStates):
         self._consumer.unassign()
         return count
 
-    def write(self, producer: Producer) -> int:
-        """Produce every changed agent's state into the producer's open transaction."""
-        written = 0
-        for partition, agent_id in self.dirty():
-            producer.produce(
-                self.topic,
-                key=agent_id.encode(),
-                value=self.encode(partition, agent_id),
-                partition=partition,
-            )
-            written += 1
+    def changes(self) -> list[Record]:
+        """A record of every changed agent's state, for the batch's transaction (and the
+        changes are no longer pending)."""
+        records = [
+            Record(self.topic, agent_id.encode(), self.encode(partition, agent_id), partition)
+            for partition, agent_id in self.dirty()
+        ]
         self.spill()
         self.clear_dirty()
-        return written
+        return records
 
     def close(self) -> None:
         self._consumer.close()

@@ -11,7 +11,8 @@ Why not Faust's own ``processing_guarantee="exactly_once"``: in faust-streaming 
 picks the transactional producer by the *destination* partition and commits offsets
 separately, so a SIGKILL mid-stream yields duplicates under read_committed (measured
 here: 24 duplicates in 2,000; upstream faust-streaming issues #177 and #517). The
-Faust app (``streams/app.py``) hosts this loop as a service.
+Faust app (``streams/gate/app.py``) hosts this loop as a service; the loop itself
+is the shared :class:`streams.kafka.TransactionalLoop`.
 """
 
 from __future__ import annotations
@@ -20,15 +21,16 @@ import logging
 import threading
 from collections.abc import Callable
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, Message, TopicPartition
 
 from processors.exceptions import TrustplaneError
 from processors.records import SourcePosition
+from streams import kafka
 from streams.config import Settings
 from streams.gate.control import ControlFollower
 from streams.gate.gate import Gate, Output
 from streams.gate.state import KafkaAgentStates
-from streams.kafka import close_loop, rewind_to_committed, start_transactions
+from streams.kafka import FirstThenReady, Record, TransactionalLoop
 from streams.topics import MAX_MESSAGE_BYTES
 
 __all__ = ["GateWorker", "WorkerError"]
@@ -56,38 +58,49 @@ class GateWorker:
         self.states = states
         self.on_batch = on_batch
         self.worker_id = settings.resolved_worker_id()
-        self._stop = threading.Event()
         self.processed = 0
-        self.ready = threading.Event()
+        self._carried: list[Output] = []
         self._control_sent: list[Output] = []
-        base = settings.kafka_config()
-        self.consumer = Consumer(
+        member = f"{settings.group_id}-{self.worker_id}"
+        client_id = f"trustplane-gate-{self.worker_id}"
+        self.consumer = kafka.consumer(
+            settings,
+            settings.group_id,
             {
-                **base,
-                "group.id": settings.group_id,
-                "group.instance.id": f"{settings.group_id}-{self.worker_id}",
-                "client.id": f"trustplane-gate-{self.worker_id}",
-                "enable.auto.commit": False,
+                "group.instance.id": member,
+                "client.id": client_id,
                 "auto.offset.reset": "earliest",
-                "isolation.level": "read_committed",
                 "fetch.wait.max.ms": 10,  # an idle partition answers fast: low latency
                 "session.timeout.ms": 10000,
                 "heartbeat.interval.ms": 1000,
                 "max.partition.fetch.bytes": MAX_MESSAGE_BYTES + 1024,
                 "fetch.max.bytes": MAX_MESSAGE_BYTES * 2,
-            }
+            },
         )
-        self.producer = Producer(
+        self.producer = kafka.transactional_producer(
+            settings,
+            member,
             {
-                **base,
-                "transactional.id": f"{settings.group_id}-{self.worker_id}",
-                "client.id": f"trustplane-gate-{self.worker_id}",
+                "client.id": client_id,
                 "transaction.timeout.ms": 30000,
                 "linger.ms": 2,
                 "message.max.bytes": MAX_MESSAGE_BYTES + 1024,
                 "compression.type": "lz4",
-            }
+            },
         )
+        self.loop = TransactionalLoop(
+            self.consumer,
+            self.producer,
+            name="worker",
+            error=WorkerError,
+            fenced_hint="another worker with the same worker id took over; give each worker "
+            "its own TRUSTPLANE_WORKER_ID",
+            batches=FirstThenReady(settings.transaction_max_records, settings.transaction_max_ms),
+            on_batch=self._decide,
+            on_commit=self._committed,
+            on_abort=self._aborted,
+        )
+        self.ready = threading.Event()
         self._outcomes = settings.topic("outcomes")
         self.topics = {
             name: settings.topic(name)
@@ -95,134 +108,79 @@ class GateWorker:
         }
 
     def stop(self) -> None:
-        self._stop.set()
+        self.loop.stop()
 
     def run(self) -> None:
         """Run until :meth:`stop`; raise WorkerError when the worker cannot go on."""
-        start_transactions(self.producer, WorkerError)
+        self.loop.start()
         if self.control is not None:
             applied = self.control.catch_up()
             log.info("control state rebuilt from %d records", applied)
         # outcomes are keyed by agent id like intents: partition p of both lands on the
         # same worker, which holds that agent's ledger of issued approvals
-        self.consumer.subscribe(
+        self.loop.subscribe(
             [self.settings.topic("intents"), self.settings.topic("outcomes")],
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
         )
         try:
-            while not self._stop.is_set():
-                self._run_batch()
+            self.loop.run()
         finally:
             self.close()
 
     def close(self) -> None:
-        close_loop(self.consumer, self.producer)
+        self.loop.close()
         for part in (self.control, self.states):
             if part is not None:
                 part.close()
 
-    # -- one transaction ----------------------------------------------------
+    # -- the loop's hooks -----------------------------------------------------
 
-    def _run_batch(self) -> None:
-        messages = self._poll_batch()
+    def _decide(self, messages: list[Message]) -> list[Record] | None:
+        """The batch's outcomes, lineage, control records and changed agent states."""
         if self.control is not None:
             if messages:
                 self.control.sync()
             else:
                 self.control.poll(0)
-        carried = self.gate.take_pending()
-        pending = carried + self.gate.tick()
-        if not messages and not pending:
-            return
-        self._control_sent = []
-        self.producer.begin_transaction()
-        try:
-            for output in pending:
-                self._produce(output)
-            for message in messages:
-                self._handle(message)
-            if self.states is not None:
-                self.states.write(self.producer)
-            self.producer.send_offsets_to_transaction(
-                self.consumer.position(self.consumer.assignment()),
-                self.consumer.consumer_group_metadata(),
+        self._carried = self.gate.take_pending()
+        outputs = self._carried + self.gate.tick()
+        if not messages and not outputs:
+            return None
+        for message in messages:
+            source = SourcePosition(
+                message.topic() or "", message.partition() or 0, message.offset() or 0
             )
-            self.producer.commit_transaction()
-        except KafkaException as exc:
-            self._recover(exc)
-            # what was applied locally and not re-derived on retry (control lineage, the
-            # quarantine commands of this batch) goes into the next transaction
-            self.gate.emit([*carried, *(o for o in self._control_sent if o not in carried)])
-            return
+            handle = (
+                self.gate.process_outcome
+                if message.topic() == self._outcomes
+                else self.gate.process
+            )
+            outputs.extend(handle(message.key(), message.value(), source))
+        self._control_sent = [o for o in outputs if o.topic == "control"]
+        records = [Record(self.topics[o.topic], o.key, o.value) for o in outputs]
+        if self.states is not None:
+            records.extend(self.states.changes())
+        return records
+
+    def _committed(self, messages: list[Message]) -> None:
         self.processed += len(messages)
         self.gate.metrics.transactions.labels("committed").inc()
         self.gate.metrics.batch_size.observe(len(messages))
         if self.on_batch:
             self.on_batch(len(messages))
 
-    def _poll_batch(self) -> list[Message]:
-        """Wait up to ``transaction_max_ms`` for the first record, then take only what has
-        already arrived (up to ``transaction_max_records``): a lone intent is decided at
-        once, a busy stream still fills its batch. (``consume(n, timeout)`` would wait
-        for all n records or the whole timeout.)"""
-        first = self.consumer.poll(self.settings.transaction_max_ms / 1000)
-        if first is None:
-            return []
-        batch: list[Message] = []
-        messages = [first]
-        while True:
-            for message in messages:
-                error = message.error()
-                if error is None:
-                    batch.append(message)
-                elif error.fatal():
-                    raise WorkerError(f"consumer failed: {error.str()}")
-                elif error.code() != KafkaError._PARTITION_EOF:
-                    log.warning("consumer: %s", error.str())
-            room = self.settings.transaction_max_records - len(batch)
-            if room <= 0 or self._stop.is_set():
-                return batch
-            messages = self.consumer.consume(room, timeout=0)
-            if not messages:
-                return batch
-
-    def _handle(self, message: Message) -> None:
-        source = SourcePosition(
-            message.topic() or "", message.partition() or 0, message.offset() or 0
-        )
-        handle = (
-            self.gate.process_outcome if message.topic() == self._outcomes else self.gate.process
-        )
-        for output in handle(message.key(), message.value(), source):
-            self._produce(output)
-
-    def _produce(self, output: Output) -> None:
-        if output.topic == "control":
-            self._control_sent.append(output)
-        self.producer.produce(self.topics[output.topic], key=output.key, value=output.value)
-        self.producer.poll(0)
-
-    def _recover(self, exc: KafkaException) -> None:
-        error = exc.args[0] if exc.args else None
+    def _aborted(self, cause: Exception) -> None:
         self.gate.metrics.transactions.labels("aborted").inc()
-        if isinstance(error, KafkaError) and error.fatal():
-            raise WorkerError(
-                f"fenced or fatal transaction error: {error.str()}",
-                hint="another worker with the same worker id took over; give each worker "
-                "its own TRUSTPLANE_WORKER_ID",
-            ) from exc
-        log.warning("transaction failed, aborting and re-reading the batch: %s", exc)
-        self.producer.abort_transaction(30)
-        self._rewind()
         if self.states is not None:
             # the batch changed in-memory state that Kafka never committed
             partitions = [tp.partition for tp in self.consumer.assignment()]
             self.states.restore(partitions)
             self.gate.reindex(partitions)
-
-    def _rewind(self) -> None:
-        rewind_to_committed(self.consumer)
+        # what was applied locally and not re-derived on retry (control lineage, the
+        # quarantine commands of this batch) goes into the next transaction
+        carried = self._carried
+        self.gate.emit([*carried, *(o for o in self._control_sent if o not in carried)])
 
     # -- rebalance ----------------------------------------------------------
 

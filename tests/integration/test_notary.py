@@ -7,28 +7,29 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import threading
 import time
-import urllib.request
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from confluent_kafka import Consumer, IsolationLevel, KafkaError, Producer, TopicPartition
+from confluent_kafka import IsolationLevel, KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from processors.log.chain import ChainError, leaf_bytes, link, verify_chain
 from processors.log.checkpoint import NoteVerifier, verify_checkpoint
 from processors.log.merkle import MerkleLog, ProofError
 from processors.log.notary import InclusionProof, verify_event_against_checkpoint
+from streams import kafka
 from streams.cli.proof import NotaryClient, verify_consistency_answer, verify_inclusion_answer
 from streams.codec import Codec, SchemaRegistry
 from streams.config import PROJECT_ROOT, Settings
 from streams.notary import NotaryService, notary_vkey_path
+from tests.conftest import ServiceProcess, free_port, http_json
 from tests.streams.notary.test_notary_service import gate_event, next_schema_dir
 
 pytestmark = pytest.mark.broker
@@ -60,7 +61,7 @@ def produce(
     settings: Settings, codec: Codec, events: list[dict[str, Any]], rate: float = 0
 ) -> None:
     """Publish lineage events keyed by agent id (so over every partition)."""
-    producer = Producer({**settings.kafka_config(), "enable.idempotence": True, "linger.ms": 5})
+    producer = kafka.producer(settings, {"linger.ms": 5})
     started = time.monotonic()
     for n, event in enumerate(events):
         if rate:
@@ -78,14 +79,8 @@ def produce(
 
 def read_partition(settings: Settings, name: str) -> list[tuple[bytes, bytes]]:
     """Every committed record of partition 0 of a topic: (key, value)."""
-    consumer = Consumer(
-        {
-            **settings.kafka_config(),
-            "group.id": f"reader-{uuid.uuid4().hex[:6]}",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "isolation.level": "read_committed",
-        }
+    consumer = kafka.consumer(
+        settings, f"reader-{uuid.uuid4().hex[:6]}", {"enable.partition.eof": True}
     )
     consumer.assign([TopicPartition(settings.topic(name), 0, 0)])
     records: list[tuple[bytes, bytes]] = []
@@ -106,11 +101,8 @@ def read_partition(settings: Settings, name: str) -> list[tuple[bytes, bytes]]:
 
 
 def health(url: str) -> dict[str, Any] | None:
-    try:
-        with urllib.request.urlopen(f"{url}/healthz", timeout=1) as response:  # noqa: S310
-            return json.loads(response.read())  # type: ignore[no-any-return]
-    except OSError:
-        return None
+    document = http_json(f"{url}/healthz")
+    return document if isinstance(document, dict) else None
 
 
 def wait_for(predicate: Callable[[], bool], timeout: float, what: str) -> None:
@@ -239,69 +231,40 @@ def serve(config_path: str) -> None:
     service.run()
 
 
-class NotaryProcess:
-    def __init__(self, settings: Settings, schema_dir: Path, tmp_path: Path) -> None:
-        from tests.conftest import _free_port
+@dataclass
+class NotaryProcess(ServiceProcess):
+    """A notary subprocess (see :func:`serve`) with its proof endpoint."""
 
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.config = tmp_path / "notary.json"
-        values = {name: getattr(settings, name) for name in SETTINGS_FIELDS}
-        values["state_dir"] = str(settings.state_dir)
-        values["keys_dir"] = str(settings.resolved_keys_dir)
-        self.config.write_text(
-            json.dumps({"settings": values, "schemas": str(schema_dir), "port": self.port})
-        )
-        self.log_path = tmp_path / "notary.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> NotaryProcess:
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-c",
-                    "import sys; from tests.integration.test_notary import serve; "
-                    "serve(sys.argv[1])",
-                    str(self.config),
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                cwd=PROJECT_ROOT,
-                env={**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
-            )
-        wait_for(self.alive_and_serving, 30, "the notary to serve")
-        return self
-
-    def alive_and_serving(self) -> bool:
-        assert self.proc is not None
-        if self.proc.poll() is not None:
-            raise AssertionError(f"notary exited:\n{self.log_path.read_text()[-3000:]}")
-        return health(self.url) is not None
+    url: str = ""
 
     def status(self) -> dict[str, Any]:
         return health(self.url) or {}
 
-    def kill(self) -> None:
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-
 
 @pytest.fixture
-def notary_process(settings, schema_dir, tmp_path) -> Iterator[NotaryProcess]:
-    process = NotaryProcess(settings, schema_dir, tmp_path)
-    yield process
-    process.stop()
+def notary_process(settings, schema_dir, tmp_path, service_factory) -> NotaryProcess:
+    port = free_port()
+    config = tmp_path / "notary.json"
+    values = {name: getattr(settings, name) for name in SETTINGS_FIELDS}
+    values["state_dir"] = str(settings.state_dir)
+    values["keys_dir"] = str(settings.resolved_keys_dir)
+    config.write_text(json.dumps({"settings": values, "schemas": str(schema_dir), "port": port}))
+    url = f"http://127.0.0.1:{port}"
+    process = service_factory(
+        "notary",
+        [
+            sys.executable,
+            "-c",
+            "import sys; from tests.integration.test_notary import serve; serve(sys.argv[1])",
+            str(config),
+        ],
+        {**os.environ, "PYTHONPATH": str(PROJECT_ROOT)},
+        ready=lambda: health(url) is not None,
+        cls=NotaryProcess,
+        url=url,
+    )
+    assert isinstance(process, NotaryProcess)
+    return process
 
 
 def open_transaction(admin: AdminClient, tp: TopicPartition) -> bool:
@@ -318,9 +281,9 @@ def test_a_notary_killed_mid_transaction_resumes_without_gap_or_duplicate(
 ):
     events = make_events(4000)
     producer = threading.Thread(target=produce, args=(settings, codec, events, 800), daemon=True)
-    notary = notary_process.start()
+    notary = notary_process.start(timeout=30)
     producer.start()
-    admin = AdminClient(dict(settings.kafka_config()))
+    admin = kafka.admin(settings)
     tp = TopicPartition(settings.topic("lineage-log"), 0)
 
     # kill the notary while a transaction of linked events is open; retry a few times,
@@ -334,7 +297,7 @@ def test_a_notary_killed_mid_transaction_resumes_without_gap_or_duplicate(
             pass
         notary.kill()
         killed_inside = open_transaction(admin, tp)  # still open: nobody committed it
-        notary.start()
+        notary.start(timeout=30)
     assert killed_inside, "no kill landed inside a transaction"
     before = notary.status()["size"]
     print(f"killed inside a transaction at attempt {attempts}; restored {before} events")
@@ -346,7 +309,7 @@ def test_a_notary_killed_mid_transaction_resumes_without_gap_or_duplicate(
     except AssertionError:
         raise AssertionError(
             f"not every event was logged and checkpointed after the restart: "
-            f"{notary.status()}\n{notary.log_path.read_text()[-4000:]}"
+            f"{notary.status()}\n{notary.log()}"
         ) from None
     verifier = NoteVerifier.from_vkey(notary_vkey_path(settings).read_text().strip())
     logged, notes = audit(settings, codec, verifier, notary.url, {e["event_id"] for e in events})

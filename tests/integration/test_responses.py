@@ -9,6 +9,7 @@ import pytest
 
 from processors.approval import verify_approval
 from processors.crypto.keys import Keyset
+from streams import kafka
 from streams.config import Settings
 from streams.dev.estate import Estate, measurement, setup_estate
 from streams.operator import OperatorClient
@@ -167,9 +168,7 @@ def test_executions_are_checked_against_issued_approvals(settings, estate, worke
         "detail": "ran it anyway",
         "reported_at_ms": time.time_ns() // 1_000_000,
     }
-    from confluent_kafka import Producer
-
-    producer = Producer(settings.kafka_config())
+    producer = kafka.producer(settings)
     producer.produce(
         settings.topic("outcomes"),
         key=b"billing-agent",

@@ -1,0 +1,23 @@
+"""What goes wrong in the notary."""
+
+from __future__ import annotations
+
+from processors.exceptions import TrustplaneError
+
+__all__ = ["NotaryServiceError", "LogIntegrityError", "ProofRequestError"]
+
+
+class NotaryServiceError(TrustplaneError):
+    """The notary cannot go on (broker, key, fenced by a newer notary, ...)."""
+
+
+class LogIntegrityError(NotaryServiceError):
+    """``lineage-log`` or ``checkpoints`` contradict themselves or this notary's key."""
+
+
+class ProofRequestError(NotaryServiceError):
+    """A proof cannot be served; ``status`` is the HTTP status that says why."""
+
+    def __init__(self, reason: str, *, status: int, hint: str | None = None) -> None:
+        super().__init__(reason, hint=hint)
+        self.status = status
