@@ -352,11 +352,16 @@ class Collector(_Child):
 
 
 def _assign_all(consumer: Consumer, topics: Sequence[str], offset: int) -> None:
+    deadline = time.monotonic() + 30
     metadata = consumer.list_topics(timeout=30)
+    while not all(metadata.topics.get(t) and metadata.topics[t].partitions for t in topics):
+        if time.monotonic() > deadline:  # a just-created topic takes a moment to show
+            missing = [t for t in topics if not metadata.topics.get(t)]
+            raise BenchError(f"topic {', '.join(missing) or topics[0]} does not exist")
+        time.sleep(0.2)
+        metadata = consumer.list_topics(timeout=30)
     assignment = []
     for topic in topics:
-        if topic not in metadata.topics:
-            raise BenchError(f"topic {topic} does not exist")
         for partition in metadata.topics[topic].partitions:
             assignment.append(TopicPartition(topic, partition, offset))
     consumer.assign(assignment)

@@ -31,8 +31,9 @@ def test_quick_bench_completes_and_writes_its_results(
             "--output", str(output),
         ]
     )  # fmt: skip
-    printed = capsys.readouterr().out
-    assert code == 0
+    captured = capsys.readouterr()
+    printed = captured.out
+    assert code == 0, captured.err
     assert "| setup | offered |" in printed  # the table is printed
 
     result = json.loads((output / "quick.json").read_text())

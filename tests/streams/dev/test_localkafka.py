@@ -20,6 +20,7 @@ from pathlib import Path
 import pytest
 from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]  # documented path, stub lacks __all__
 
+from streams import kafka as kafka_clients
 from streams.config import PROJECT_ROOT
 from streams.dev.localkafka import (
     BrokerError,
@@ -273,7 +274,7 @@ def test_up_status_topic_down(tmp_path: Path) -> None:
         assert state["bootstrap"] == info.bootstrap and state["pid"] == info.pid
         assert any(message.startswith("broker ready in") for message in messages)
 
-        admin = kafka.admin(kafka.PlainEndpoint(info.bootstrap))
+        admin = kafka_clients.admin(kafka_clients.PlainEndpoint(info.bootstrap))
         futures = admin.create_topics([NewTopic("launcher-check", num_partitions=4)])
         futures["launcher-check"].result(timeout=30)
         topic = admin.list_topics(timeout=10).topics["launcher-check"]
