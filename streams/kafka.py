@@ -108,6 +108,56 @@ def consumer(
     )
 
 
+LOOP_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+"""The largest record a loop reads or writes (the topics' ``max.message.bytes``)."""
+
+
+def loop_consumer(
+    endpoint: KafkaEndpoint,
+    group_id: str,
+    member: str,
+    client_id: str,
+    overrides: Overrides | None = None,
+) -> Consumer:
+    """The consumer of a transactional loop: a static group member (a restart under the
+    same ``member`` takes its partitions back at once), from the earliest offset."""
+    return consumer(
+        endpoint,
+        group_id,
+        {
+            "group.instance.id": member,
+            "client.id": client_id,
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": 10000,
+            "heartbeat.interval.ms": 1000,
+            "max.partition.fetch.bytes": LOOP_MAX_MESSAGE_BYTES + 1024,
+            "fetch.max.bytes": LOOP_MAX_MESSAGE_BYTES * 2,
+            **(overrides or {}),
+        },
+    )
+
+
+def loop_producer(
+    endpoint: KafkaEndpoint,
+    transactional_id: str,
+    client_id: str,
+    overrides: Overrides | None = None,
+) -> Producer:
+    """The transactional producer of a loop (lz4, 30 s transactions, 2 ms linger)."""
+    return transactional_producer(
+        endpoint,
+        transactional_id,
+        {
+            "client.id": client_id,
+            "transaction.timeout.ms": 30000,
+            "linger.ms": 2,
+            "message.max.bytes": LOOP_MAX_MESSAGE_BYTES + 1024,
+            "compression.type": "lz4",
+            **(overrides or {}),
+        },
+    )
+
+
 def admin(endpoint: KafkaEndpoint, overrides: Overrides | None = None) -> AdminClient:
     return AdminClient({**endpoint.kafka_config(), **(overrides or {})})
 

@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # the SDK imports this module, and streams.config imports the
 
 __all__ = ["TopicSpec", "TOPICS", "OUTCOME_TOPICS", "ensure_topics", "TopicError"]
 
-MAX_MESSAGE_BYTES = 8 * 1024 * 1024
+MAX_MESSAGE_BYTES = kafka.LOOP_MAX_MESSAGE_BYTES
 
 
 class TopicError(TrustplaneError):

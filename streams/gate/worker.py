@@ -31,7 +31,6 @@ from streams.gate.control import ControlFollower
 from streams.gate.gate import Gate, Output
 from streams.gate.state import KafkaAgentStates
 from streams.kafka import FirstThenReady, Record, TransactionalLoop
-from streams.topics import MAX_MESSAGE_BYTES
 
 __all__ = ["GateWorker", "WorkerError"]
 
@@ -63,31 +62,14 @@ class GateWorker:
         self._control_sent: list[Output] = []
         member = f"{settings.group_id}-{self.worker_id}"
         client_id = f"trustplane-gate-{self.worker_id}"
-        self.consumer = kafka.consumer(
+        self.consumer = kafka.loop_consumer(
             settings,
             settings.group_id,
-            {
-                "group.instance.id": member,
-                "client.id": client_id,
-                "auto.offset.reset": "earliest",
-                "fetch.wait.max.ms": 10,  # an idle partition answers fast: low latency
-                "session.timeout.ms": 10000,
-                "heartbeat.interval.ms": 1000,
-                "max.partition.fetch.bytes": MAX_MESSAGE_BYTES + 1024,
-                "fetch.max.bytes": MAX_MESSAGE_BYTES * 2,
-            },
-        )
-        self.producer = kafka.transactional_producer(
-            settings,
             member,
-            {
-                "client.id": client_id,
-                "transaction.timeout.ms": 30000,
-                "linger.ms": 2,
-                "message.max.bytes": MAX_MESSAGE_BYTES + 1024,
-                "compression.type": "lz4",
-            },
+            client_id,
+            {"fetch.wait.max.ms": 10},  # an idle partition answers fast: low latency
         )
+        self.producer = kafka.loop_producer(settings, member, client_id)
         self.loop = TransactionalLoop(
             self.consumer,
             self.producer,

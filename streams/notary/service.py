@@ -83,30 +83,10 @@ class NotaryService:
         self.log: NotaryLog | None = None
         self.http: NotaryHTTPServer | None = None
         self.committed_transactions = 0
-        self.consumer = kafka.consumer(
-            settings,
-            self.group_id,
-            {
-                "group.instance.id": self.group_id,
-                "client.id": "trustplane-notary",
-                "auto.offset.reset": "earliest",
-                "session.timeout.ms": 10000,
-                "heartbeat.interval.ms": 1000,
-                "max.partition.fetch.bytes": MAX_MESSAGE_BYTES + 1024,
-                "fetch.max.bytes": MAX_MESSAGE_BYTES * 2,
-            },
+        self.consumer = kafka.loop_consumer(
+            settings, self.group_id, self.group_id, "trustplane-notary"
         )
-        self.producer = kafka.transactional_producer(
-            settings,
-            self.group_id,
-            {
-                "client.id": "trustplane-notary",
-                "transaction.timeout.ms": 30000,
-                "linger.ms": 2,
-                "message.max.bytes": MAX_MESSAGE_BYTES + 1024,
-                "compression.type": "lz4",
-            },
-        )
+        self.producer = kafka.loop_producer(settings, self.group_id, "trustplane-notary")
         self.loop = TransactionalLoop(
             self.consumer,
             self.producer,

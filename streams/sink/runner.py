@@ -28,7 +28,6 @@ from streams.kafka import FillWithin, Record, RetryBatch, TransactionalLoop
 from streams.sink.config import SINK_TOPICS, SinkConfig
 from streams.sink.exceptions import SinkRunError
 from streams.sink.metrics import SinkMetrics
-from streams.topics import MAX_MESSAGE_BYTES
 
 __all__ = ["SinkRunner"]
 
@@ -72,30 +71,16 @@ class SinkRunner:
         self.poison = 0
         self.last_commit_ms = 0
         self.last_error: str | None = None
-        self.consumer = kafka.consumer(
-            settings,
-            self.group_id,
-            {
-                # a static member that rejoins gets its cached assignment back, even with
-                # a new subscription: name the subscription so a change makes a new member
-                "group.instance.id": f"{self.group_id}-{worker}-{_subscription_tag(self._logical)}",
-                "client.id": f"trustplane-{self.sink_id}",
-                "auto.offset.reset": "earliest",
-                "session.timeout.ms": 10000,
-                "heartbeat.interval.ms": 1000,
-                "max.partition.fetch.bytes": MAX_MESSAGE_BYTES + 1024,
-                "fetch.max.bytes": MAX_MESSAGE_BYTES * 2,
-            },
-        )
-        self.producer = kafka.transactional_producer(
+        # a static member that rejoins gets its cached assignment back, even with a new
+        # subscription: name the subscription so a change makes a new member
+        member = f"{self.group_id}-{worker}-{_subscription_tag(self._logical)}"
+        client_id = f"trustplane-{self.sink_id}"
+        self.consumer = kafka.loop_consumer(settings, self.group_id, member, client_id)
+        self.producer = kafka.loop_producer(
             settings,
             f"{self.group_id}-{worker}",
-            {
-                "client.id": f"trustplane-{self.sink_id}",
-                "transaction.timeout.ms": 60000,
-                "linger.ms": 5,
-                "message.max.bytes": MAX_MESSAGE_BYTES + 1024,
-            },
+            client_id,
+            {"transaction.timeout.ms": 60000, "linger.ms": 5, "compression.type": "none"},
         )
         self.loop = TransactionalLoop(
             self.consumer,
