@@ -107,6 +107,9 @@ class Settings:
     """... and at least this often while the log grows."""
     web_port: int = 6066
     """Port of the worker's /metrics and /healthz endpoints (0 disables them)."""
+    web_bind: str = "127.0.0.1"
+    """Address the worker's web server listens on: loopback unless set (a container that
+    Prometheus scrapes from another container sets ``0.0.0.0``)."""
     extra: Mapping[str, str] = field(default_factory=dict)
     """librdkafka settings passed through (``TRUSTPLANE_KAFKA_<NAME>``, e.g. security.protocol)."""
 

@@ -158,7 +158,7 @@ def create_app(settings: Settings) -> faust.App:
         topic_disable_leader=True,
         web_enabled=settings.web_port > 0,
         web_port=settings.web_port or 6066,
-        web_bind="0.0.0.0",  # noqa: S104 - Prometheus scrapes it from another container
+        web_bind=settings.web_bind,
         web_host="127.0.0.1",
         broker_session_timeout=10.0,
         broker_heartbeat_interval=1.0,
