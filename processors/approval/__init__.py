@@ -9,9 +9,10 @@ The rooms (import the one you need; an executor needs ``verify`` and ``seen`` on
 - :mod:`~processors.approval.seen`: single-use stores;
 - :mod:`~processors.approval.exceptions`: the errors, one per failed step.
 
-This front door re-exports their public names *lazily* (PEP 562): ``from
-processors.approval import ApprovalSigner`` loads the signer, while ``import
-processors.approval.verify`` loads neither the signer nor the keyring.
+This front door re-exports their public names; the signing side (keyring, signer) only
+lazily (PEP 562): ``from processors.approval import ApprovalSigner`` loads the signer,
+while an executor that imports this package or ``processors.approval.verify`` loads
+neither the signer nor the keyring.
 """
 
 from __future__ import annotations
@@ -19,84 +20,55 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-if TYPE_CHECKING:
-    from processors.approval.exceptions import (
-        ApprovalExpiredError,
-        ApprovalKeyError,
-        ApprovalReusedError,
-        ApprovalSigningError,
-        ApprovalVerificationError,
-        IntentMismatchError,
-        KeyringError,
-        MalformedEnvelopeError,
-        PayloadTypeError,
-        SeenStoreError,
-        SignatureInvalidError,
-        StatementError,
-    )
+from processors.approval.exceptions import (
+    ApprovalExpiredError,
+    ApprovalKeyError,
+    ApprovalReusedError,
+    ApprovalSigningError,
+    ApprovalVerificationError,
+    IntentMismatchError,
+    KeyringError,
+    MalformedEnvelopeError,
+    PayloadTypeError,
+    SeenStoreError,
+    SignatureInvalidError,
+    StatementError,
+)
+from processors.approval.seen import InMemorySeenStore, SeenStore, SqliteSeenStore
+from processors.approval.statement import (
+    PAYLOAD_TYPE,
+    PREDICATE_TYPE,
+    STATEMENT_TYPE,
+    LineagePosition,
+    build_statement,
+    parameters_digest,
+    rfc3339_ms,
+)
+from processors.approval.verify import (
+    DEFAULT_MAX_SKEW_MS,
+    MAX_ENVELOPE_BYTES,
+    MAX_SIGNATURES,
+    VerifiedApproval,
+    claim_once,
+    verify_approval,
+)
+
+if TYPE_CHECKING:  # the gate's signing side, loaded on first use only (see __getattr__)
     from processors.approval.keyring import (
         KEYRING_FILE,
         SIGNING_KEY_ENV,
         KeyringEntry,
         SigningKeyring,
     )
-    from processors.approval.seen import InMemorySeenStore, SeenStore, SqliteSeenStore
     from processors.approval.signer import ApprovalSigner
-    from processors.approval.statement import (
-        PAYLOAD_TYPE,
-        PREDICATE_TYPE,
-        STATEMENT_TYPE,
-        LineagePosition,
-        build_statement,
-        parameters_digest,
-        rfc3339_ms,
-    )
-    from processors.approval.verify import (
-        DEFAULT_MAX_SKEW_MS,
-        MAX_ENVELOPE_BYTES,
-        MAX_SIGNATURES,
-        VerifiedApproval,
-        claim_once,
-        verify_approval,
-    )
 
-_HOMES = {
-    "exceptions": (
-        "ApprovalSigningError",
-        "KeyringError",
-        "ApprovalVerificationError",
-        "MalformedEnvelopeError",
-        "PayloadTypeError",
-        "SignatureInvalidError",
-        "ApprovalKeyError",
-        "StatementError",
-        "ApprovalExpiredError",
-        "IntentMismatchError",
-        "ApprovalReusedError",
-        "SeenStoreError",
-    ),
-    "statement": (
-        "STATEMENT_TYPE",
-        "PREDICATE_TYPE",
-        "PAYLOAD_TYPE",
-        "LineagePosition",
-        "build_statement",
-        "parameters_digest",
-        "rfc3339_ms",
-    ),
-    "keyring": ("SIGNING_KEY_ENV", "KEYRING_FILE", "KeyringEntry", "SigningKeyring"),
-    "signer": ("ApprovalSigner",),
-    "verify": (
-        "DEFAULT_MAX_SKEW_MS",
-        "MAX_ENVELOPE_BYTES",
-        "MAX_SIGNATURES",
-        "VerifiedApproval",
-        "verify_approval",
-        "claim_once",
-    ),
-    "seen": ("SeenStore", "InMemorySeenStore", "SqliteSeenStore"),
+_LAZY = {
+    "SIGNING_KEY_ENV": "keyring",
+    "KEYRING_FILE": "keyring",
+    "KeyringEntry": "keyring",
+    "SigningKeyring": "keyring",
+    "ApprovalSigner": "signer",
 }
-_MODULE_OF = {name: module for module, names in _HOMES.items() for name in names}
 
 __all__ = [
     # format
@@ -139,7 +111,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    module = _MODULE_OF.get(name)
+    module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
     value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
