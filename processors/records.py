@@ -411,7 +411,7 @@ def approval_record(
     lineage: LineagePosition | None = None,
 ) -> dict[str, Any]:
     """The approval: an in-toto Statement in a DSSE envelope signed with the gate's
-    current key (``processors/approval.py``), plus the exact intent bytes it covers."""
+    current key (``processors/approval/signer.py``), plus the exact intent bytes it covers."""
     if enforcement.outcome is not Outcome.APPROVED:
         raise ValueError(f"refusing to build an approval for a {enforcement.outcome} intent")
     approval_id = derived_id("approval", intent.intent_id, intent_digest)

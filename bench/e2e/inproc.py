@@ -105,7 +105,7 @@ def crypto_floor(estate: BenchEstate, intents: SignedIntents, count: int = 2000)
 
 
 def build_local_gate(estate: BenchEstate, state_dir: Path) -> GateParts:
-    """The real gate of ``streams/wiring.py`` with the estate applied, no Kafka."""
+    """The real gate of ``streams/gate/wiring.py`` with the estate applied, no Kafka."""
     settings = Settings.local(state_dir=state_dir, worker_id="bench-inproc", bootstrap_servers="-")
     ensure_local_keys(settings)
     parts = build_gate(settings)

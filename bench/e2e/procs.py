@@ -508,7 +508,7 @@ def _baseline(
             if conn.poll():
                 conn.recv()
                 break
-            # the gate worker's batching (streams/worker.py, _poll_batch): wait up to
+            # the gate worker's batching (streams.kafka.FirstThenReady): wait up to
             # max_ms for the first record, then take only what has already arrived
             batch: list[Any] = []
             first = consumer.poll(max_ms / 1000)

@@ -105,7 +105,7 @@ def render_server_properties(port: int, controller_port: int, data_dir: Path) ->
         "group.initial.rebalance.delay.ms": 0,
         "log.retention.hours": 168,
     }
-    lines = ["# Written by streams/localkafka.py on every `up`; edits are overwritten."]
+    lines = ["# Written by streams/dev/localkafka.py on every `up`; edits are overwritten."]
     lines += [f"{key}={value}" for key, value in settings.items()]
     return "\n".join(lines) + "\n"
 

@@ -3,7 +3,7 @@
 The exactly-once decision loop itself is :class:`streams.gate.worker.GateWorker` (see its
 docstring for why it drives Kafka transactions directly); here it runs as a Faust
 service, so ``trustplane worker`` is a Faust worker with Faust's start-up, shutdown
-and web server. The gate itself is assembled in ``streams/wiring.py``.
+and web server. The gate itself is assembled in ``streams/gate/wiring.py``.
 """
 
 from __future__ import annotations
@@ -74,7 +74,7 @@ def _add_control_view(app: faust.App, settings: Settings, metrics: GateMetrics) 
     """A Faust table of the latest command kind and id per ``control`` subject.
 
     It is an operator's view (served on /control); the decisions use the full state
-    every worker rebuilds from the compacted topic (``streams/control.py``).
+    every worker rebuilds from the compacted topic (``streams/gate/control.py``).
     """
     codec = default_codec()
     control = app.topic(

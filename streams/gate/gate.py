@@ -1,10 +1,10 @@
 """The gate: one input record in, the records it must produce out.
 
-Kafka-free on purpose (the transactional loop lives in ``streams/worker.py``): given
+Kafka-free on purpose (the transactional loop lives in ``streams/gate/worker.py``): given
 the key, value and position of a record on ``intents``, return exactly one outcome
 record (approved, denied, review or rejected) plus its lineage events. It never
 raises for bad input, and nothing it does by accident approves. Approvals are signed
-(``processors/approval.py``); intents held for review wait in their agent's state
+(``processors/approval/signer.py``); intents held for review wait in their agent's state
 until an operator answers or the review times out (:meth:`Gate.tick`).
 """
 

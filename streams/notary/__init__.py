@@ -7,7 +7,7 @@ There is one notary per log *origin* (default ``trustplane.local/lineage``, sett
 ``<group_id>-notary``, one static member, ``read_committed``) and is the only writer of
 ``lineage-log``: **the order in which it appends events is the log**. Event ``i`` of
 ``lineage-log`` (key ``i`` as decimal text, ``log_index == i``) is leaf ``i`` of the RFC
-9162 Merkle tree and link ``i`` of the hash chain (``processors/chain.py``); Kafka
+9162 Merkle tree and link ``i`` of the hash chain (``processors/log/chain.py``); Kafka
 partitions, offsets and event times play no part in it. A second notary with the same
 origin would fork the log, so both ids it uses (``transactional.id`` and
 ``group.instance.id``, ``<group_id>-notary``) fence any predecessor: the newest

@@ -1,4 +1,4 @@
-"""The gate (streams/gate.py) without Kafka: one input record in, its outcome and lineage out."""
+"""The gate (streams/gate/gate.py) without Kafka: one record in, its outcome and lineage out."""
 
 from __future__ import annotations
 
