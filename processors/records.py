@@ -9,7 +9,8 @@ same order), and each field says how it is stored (:class:`Store`), from which t
 sink derives its row mapping and its table's columns (``sinks/clickhouse/rows.py``).
 ``tests/processors/test_records.py`` checks that the ``.avsc``, the dataclass and the
 ``.sql`` table agree. Records travel as plain dicts (what the codec encodes):
-``to_record()`` gives one.
+``to_record()`` gives one. The gate's builders below write those dicts directly (they run
+for every intent); the same test checks that they produce exactly the dataclass fields.
 
 Ids
 ===
@@ -206,10 +207,6 @@ class LayerVerdict:
             "duration_us": self.duration_us,
         }
 
-    @classmethod
-    def of(cls, verdict: Verdict) -> LayerVerdict:
-        return cls(verdict.layer, verdict.status.value, tuple(verdict.reasons), verdict.duration_us)
-
 
 @dataclass(frozen=True, slots=True)
 class LineageEvent(StoredRecord):
@@ -381,21 +378,29 @@ def decision_record(
 ) -> dict[str, Any]:
     if enforcement.outcome is Outcome.APPROVED:
         raise ValueError("an approved intent gets an approval record, not a decision record")
-    return Decision(
-        decision_id=derived_id("decision", intent.intent_id, intent_digest),
-        intent_id=intent.intent_id,
-        agent_id=intent.agent_id,
-        outcome="DENIED" if enforcement.outcome is Outcome.DENIED else "REVIEW",
-        reasons=tuple(enforcement.reasons),
-        verdicts=_verdicts(enforcement.verdicts),
-        intent_digest=intent_digest,
-        decided_at_ms=now_ms,
-        worker=worker,
-    ).to_record()
+    return {
+        "decision_id": derived_id("decision", intent.intent_id, intent_digest),
+        "intent_id": intent.intent_id,
+        "agent_id": intent.agent_id,
+        "outcome": "DENIED" if enforcement.outcome is Outcome.DENIED else "REVIEW",
+        "reasons": list(enforcement.reasons),
+        "verdicts": _verdict_records(enforcement.verdicts),
+        "intent_digest": intent_digest,
+        "decided_at_ms": now_ms,
+        "worker": worker,
+    }
 
 
-def _verdicts(verdicts: Sequence[Verdict]) -> tuple[LayerVerdict, ...]:
-    return tuple(LayerVerdict.of(v) for v in verdicts)
+def _verdict_records(verdicts: Sequence[Verdict]) -> list[dict[str, Any]]:
+    return [
+        {
+            "layer": v.layer,
+            "status": v.status.value,
+            "reasons": list(v.reasons),
+            "duration_us": v.duration_us,
+        }
+        for v in verdicts
+    ]
 
 
 def approval_record(
@@ -424,20 +429,20 @@ def approval_record(
         ttl_ms=ttl_ms,
         lineage=lineage,
     )
-    return Approval(
-        approval_id=approval_id,
-        intent_id=intent.intent_id,
-        agent_id=intent.agent_id,
-        action=intent.action,
-        resource=intent.resource,
-        intent_digest=intent_digest,
-        verdicts=_verdicts(enforcement.verdicts),
-        envelope=envelope,
-        issued_at_ms=now_ms,
-        expires_at_ms=expires_at_ms,
-        worker=worker,
-        intent=intent_bytes,
-    ).to_record()
+    return {
+        "approval_id": approval_id,
+        "intent_id": intent.intent_id,
+        "agent_id": intent.agent_id,
+        "action": intent.action,
+        "resource": intent.resource,
+        "intent_digest": intent_digest,
+        "verdicts": _verdict_records(enforcement.verdicts),
+        "envelope": envelope,
+        "issued_at_ms": now_ms,
+        "expires_at_ms": expires_at_ms,
+        "worker": worker,
+        "intent": intent_bytes,
+    }
 
 
 def rejection_record(
@@ -451,17 +456,17 @@ def rejection_record(
     worker: str,
 ) -> dict[str, Any]:
     value = value or b""
-    return Rejection(
-        rejection_id=derived_id("rejection", source.topic, source.partition, source.offset),
-        source_topic=source.topic,
-        source_partition=source.partition,
-        source_offset=source.offset,
-        key=key[:256] if key is not None else None,
-        value_sha256=digest(value),
-        value_prefix=value[:64],
-        value_size=len(value),
-        reason_code=code,
-        reason=reason,
-        rejected_at_ms=now_ms,
-        worker=worker,
-    ).to_record()
+    return {
+        "rejection_id": derived_id("rejection", source.topic, source.partition, source.offset),
+        "source_topic": source.topic,
+        "source_partition": source.partition,
+        "source_offset": source.offset,
+        "key": key[:256] if key is not None else None,
+        "value_sha256": digest(value),
+        "value_prefix": value[:64],
+        "value_size": len(value),
+        "reason_code": code,
+        "reason": reason,
+        "rejected_at_ms": now_ms,
+        "worker": worker,
+    }

@@ -10,19 +10,32 @@ from typing import Any
 
 import pytest
 
+from processors.approval.keyring import KeyringEntry, SigningKeyring
+from processors.approval.signer import ApprovalSigner
+from processors.crypto.keys import generate_signing_key
+from processors.enforcement import combine
 from processors.lineage import LineageRecorder
 from processors.records import (
     STORED_RECORDS,
+    Approval,
+    Decision,
     LayerVerdict,
     LineageEvent,
+    Rejection,
+    SourcePosition,
     Store,
     StoredRecord,
+    approval_record,
     columns_of_field,
+    decision_record,
+    rejection_record,
     store_of,
 )
+from processors.verdict import Verdict
 from sinks.clickhouse import TABLES, ClickHouseSink
 from sinks.clickhouse.tables import SINK_COLUMNS
 from streams.codec import default_codec
+from tests.processors.factories import intent_record, make_intent
 
 SCHEMAS = Path(__file__).resolve().parents[2] / "schemas"
 
@@ -124,6 +137,43 @@ def test_a_column_is_nullable_exactly_when_its_field_may_be_null(record_type, de
                 assert nullable, column
             else:
                 assert nullable == may_be_null, (record_type.__name__, column)
+
+
+def _assert_builds(record_type: type[StoredRecord], record: dict[str, Any]) -> None:
+    """``record`` has exactly the dataclass's fields, in order, and survives the codec."""
+    assert list(record) == [f.name for f in _fields(record_type)]
+    codec = default_codec()
+    name = record_type.AVRO_NAME.rsplit(".", 1)[-1]
+    assert codec.decode(codec.encode(name, record), name) == record
+
+
+def test_the_gate_builds_decisions_approvals_and_rejections_with_the_dataclass_fields():
+    intent = make_intent()
+    raw = default_codec().encode("Intent", intent_record())
+    allowed = combine([Verdict.allow("schema"), Verdict.allow("freshness")], ["schema"])
+    denied = combine([Verdict.allow("schema"), Verdict.deny("policy", "no")], ["schema"])
+    signer = ApprovalSigner(SigningKeyring([KeyringEntry(generate_signing_key(), 0, None)]))
+    _assert_builds(
+        Decision,
+        decision_record(intent, denied, intent_digest="sha256:" + "a" * 64, now_ms=1, worker="w"),
+    )
+    _assert_builds(
+        Approval,
+        approval_record(
+            intent,
+            allowed,
+            intent_digest="sha256:" + "a" * 64,
+            intent_bytes=raw,
+            now_ms=intent.issued_at_ms,
+            worker="w",
+            signer=signer,
+        ),
+    )
+    position = SourcePosition("intents", 0, 7)
+    _assert_builds(
+        Rejection,
+        rejection_record(position, b"k", b"x", code="not_avro", reason="r", now_ms=1, worker="w"),
+    )
 
 
 def test_the_gate_builds_lineage_events_with_exactly_the_dataclass_fields():
