@@ -91,12 +91,14 @@ def sql(
 
     Tables/views: lineage_events, decisions, approvals, rejections, outcomes,
     checkpoints, intent_decisions, intent_latency (each *_raw table has the undeduplicated
-    rows). With the embedded store the query goes to the running `trustplane sink`; with
-    clickhouse_url set, to the server.
+    rows). With the embedded store the query goes to the running `trustplane sink`, with
+    the endpoint's token from <state_dir>/sink/sql.token; with clickhouse_url set, to the
+    server.
     """
     from sinks.clickhouse import get_named_query
     from sinks.sql_guard import SqlGuardError
     from streams.sink import SinkConfig, open_query_target
+    from streams.sink.sql_server import sql_token_file
 
     if output not in FORMATS:
         raise TrustplaneError(f"unknown format {output!r}", hint=f"use one of {', '.join(FORMATS)}")
@@ -117,14 +119,19 @@ def sql(
             hint='e.g. trustplane sql "SELECT count() FROM lineage_events", or --query NAME '
             "(--list shows them)",
         )
-    config = SinkConfig.from_settings(_settings_of(ctx))
+    current = _settings_of(ctx)
+    config = SinkConfig.from_settings(current)
     if write and not config.clickhouse_url:
         raise SqlGuardError(
             "--write needs a ClickHouse server",
             hint="the embedded store is written by the sink only; set clickhouse_url to write "
             "to a server",
         )
-    target = open_query_target(config)
+    target = open_query_target(
+        config,
+        token=str(getattr(current, "sink_sql_token", "") or "") or None,
+        token_file=sql_token_file(current.state_dir),
+    )
     try:
         result = target.query(text, _parse_params(param), readonly=not write)
     finally:
@@ -222,7 +229,8 @@ def sink(
 
     Applies the schema migrations, then writes every record once (idempotent tables;
     offsets are committed only after ClickHouse has the rows). Poison records go to
-    `rejected`. Serves read-only SQL on 127.0.0.1 for `trustplane sql`. Stop with Ctrl-C.
+    `rejected`. Serves read-only SQL on 127.0.0.1 for `trustplane sql` (bearer token in
+    <state_dir>/sink/sql.token). Stop with Ctrl-C.
     """
     from streams.sink import RunningSink, SinkConfig, run_sink
 
@@ -242,11 +250,12 @@ def sink(
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
-        endpoint = (
-            f", SQL on http://{config.http_host}:{running.server.port}/sql"
-            if running.server is not None
-            else ""
-        )
+        server = running.server
+        endpoint = ""
+        if server is not None:
+            endpoint = f", SQL on http://{config.http_host}:{server.port}/sql"
+            if server.token.path is not None:
+                endpoint += f" (token in {server.token.path})"
         for note in running.notes:
             err.print(f"[dim]{note}[/]")
         err.print(

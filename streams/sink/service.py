@@ -11,7 +11,7 @@ from streams.notary.topics import ensure_notary_topics
 from streams.sink.config import SINK_TOPICS, SinkConfig, build_sink
 from streams.sink.metrics import SinkMetrics
 from streams.sink.runner import SinkRunner
-from streams.sink.sql_server import QueryServer
+from streams.sink.sql_server import QueryServer, sql_token_file
 from streams.topics import ensure_topics
 
 __all__ = ["RunningSink", "run_sink"]
@@ -63,6 +63,8 @@ def run_sink(
                 config.http_port,
                 health=lambda: {**runner.health(), "store": sink.description},
                 registry=metrics.registry,
+                token=getattr(settings, "sink_sql_token", "") or None,
+                token_file=sql_token_file(settings.state_dir),
             ).start()
             running.server = server
         if on_start is not None:

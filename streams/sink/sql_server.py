@@ -1,12 +1,20 @@
-"""Read-only SQL over HTTP on loopback, served by the process that owns the store."""
+"""Read-only SQL over HTTP, served by the process that owns the store.
+
+It listens on 127.0.0.1 by default, and every query needs the endpoint's bearer token
+(:mod:`streams.httpauth`): the token is kept in ``<state_dir>/sink/sql.token`` (mode
+0600, written at the first start), where ``trustplane sql`` finds it, or given by
+configuration, which is also what listening on any other address requires.
+"""
 
 from __future__ import annotations
 
 import json
 import logging
+import secrets
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -14,14 +22,25 @@ from prometheus_client import CollectorRegistry, generate_latest
 from processors.exceptions import TrustplaneError
 from sinks.base import QueryError, Sink, SinkError
 from sinks.clickhouse import named_queries
+from sinks.clickhouse.backends import QueryBusyError
 from sinks.sql_guard import SqlGuardError
+from streams.httpauth import AuthenticationError, BearerToken, require_safe_bind
 from streams.sink.exceptions import SinkRunError
 
-__all__ = ["QueryServer", "MAX_REQUEST_BYTES"]
+__all__ = ["QueryServer", "MAX_REQUEST_BYTES", "TOKEN_SETTING", "sql_token_file"]
 
 log = logging.getLogger(__name__)
 
 MAX_REQUEST_BYTES = 1 << 20
+REQUEST_TIMEOUT_S = 30
+"""A client that sends its request slower than this is disconnected."""
+TOKEN_SETTING = "sink_sql_token"  # noqa: S105 - a setting name, not a secret
+"""The setting that gives the endpoint its token explicitly."""
+
+
+def sql_token_file(state_dir: Path) -> Path:
+    """Where the SQL endpoint keeps its bearer token: ``<state_dir>/sink/sql.token``."""
+    return Path(state_dir) / "sink" / "sql.token"
 
 
 def _error_document(exc: BaseException) -> dict[str, Any]:
@@ -38,12 +57,18 @@ def _error_document(exc: BaseException) -> dict[str, Any]:
 
 
 class QueryServer:
-    """Read-only SQL over HTTP on loopback, for the process that owns the store.
+    """Read-only SQL over HTTP, for the process that owns the store.
 
-    ``POST /sql`` with ``{"sql": "...", "params": {...}}`` (``Content-Type:
-    application/json``, so browsers must preflight and cannot post from a web page)
-    answers ``{"columns", "types", "rows", "elapsed_ms"}`` or ``{"error": {...}}`` with
-    status 400 (refused or failed query) or 503 (store unavailable).
+    ``POST /sql`` with ``Authorization: Bearer <token>`` and ``{"sql": "...", "params":
+    {...}}`` (``Content-Type: application/json``, so browsers must preflight and cannot
+    post from a web page) answers ``{"columns", "types", "rows", "elapsed_ms"}`` or
+    ``{"error": {...}}`` with status 400 (refused or failed query), 401 (no or wrong
+    token), 429 (every reader busy: retry) or 503 (store unavailable). ``GET /healthz``,
+    ``/metrics`` and ``/queries`` need no token.
+
+    The token: ``token`` (a configured secret), else the file ``token_file``, else
+    ``<state_dir>/sink/sql.token`` next to the sink's chDB folder (created at the first
+    start). Any host but loopback needs ``token``.
     """
 
     def __init__(
@@ -54,10 +79,14 @@ class QueryServer:
         *,
         health: Callable[[], dict[str, Any]] | None = None,
         registry: CollectorRegistry | None = None,
+        token: str | None = None,
+        token_file: Path | None = None,
     ) -> None:
         self.sink = sink
         self.health = health or (lambda: {"ready": True})
         self.registry = registry
+        self.token = _endpoint_token(sink, token, token_file)
+        require_safe_bind(host, self.token, what="the sink's SQL endpoint", setting=TOKEN_SETTING)
         handler = self._handler_class()
         try:
             self.server = ThreadingHTTPServer((host, port), handler)
@@ -93,20 +122,31 @@ class QueryServer:
 
         class Handler(BaseHTTPRequestHandler):
             server_version = "trustplane-sink"
+            timeout = REQUEST_TIMEOUT_S
 
             def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - stdlib name
                 log.debug("sql endpoint: " + format, *args)
 
-            def _send(self, status: int, body: bytes, content_type: str) -> None:
+            def _send(
+                self,
+                status: int,
+                body: bytes,
+                content_type: str,
+                headers: dict[str, str] | None = None,
+            ) -> None:
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
                 self.send_header("Cache-Control", "no-store")
+                for name, value in (headers or {}).items():
+                    self.send_header(name, value)
                 self.end_headers()
                 self.wfile.write(body)
 
-            def _json(self, status: int, document: Any) -> None:
-                self._send(status, json.dumps(document).encode(), "application/json")
+            def _json(
+                self, status: int, document: Any, headers: dict[str, str] | None = None
+            ) -> None:
+                self._send(status, json.dumps(document).encode(), "application/json", headers)
 
             def do_GET(self) -> None:  # noqa: N802 - stdlib name
                 if self.path == "/healthz":
@@ -127,6 +167,16 @@ class QueryServer:
             def do_POST(self) -> None:  # noqa: N802 - stdlib name
                 if self.path != "/sql":
                     self._json(404, {"error": {"type": "NotFound", "reason": self.path}})
+                    return
+                try:
+                    outer.token.verify(self.headers.get("Authorization"))
+                except AuthenticationError as exc:
+                    self.close_connection = True
+                    self._json(
+                        401,
+                        _error_document(exc),
+                        {"WWW-Authenticate": 'Bearer realm="trustplane-sink"'},
+                    )
                     return
                 if (self.headers.get("Content-Type") or "").split(";")[0] != "application/json":
                     self._json(
@@ -155,6 +205,9 @@ class QueryServer:
                 except (SqlGuardError, QueryError) as exc:
                     self._json(400, _error_document(exc))
                     return
+                except QueryBusyError as exc:
+                    self._json(429, _error_document(exc), {"Retry-After": "1"})
+                    return
                 except SinkError as exc:
                     self._json(503, _error_document(exc))
                     return
@@ -165,3 +218,19 @@ class QueryServer:
                 self._json(200, result.to_json())
 
         return Handler
+
+
+def _endpoint_token(sink: Sink, token: str | None, token_file: Path | None) -> BearerToken:
+    if token:
+        return BearerToken.configured(token, setting=TOKEN_SETTING)
+    if token_file is None:
+        folder = getattr(sink, "path", None)
+        if folder is None:
+            # a server-backed sink has no folder of ours: a token no client knows, so
+            # the endpoint answers no query until the caller passes token_file
+            log.warning(
+                "the SQL endpoint has no token file (pass token_file); it refuses every query"
+            )
+            return BearerToken(secrets.token_urlsafe(32), "generated")
+        token_file = sql_token_file(Path(folder).parent)
+    return BearerToken.from_file(token_file)

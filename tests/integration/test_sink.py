@@ -33,6 +33,7 @@ from streams.config import PROJECT_ROOT, Settings
 from streams.notary import NotaryService, ensure_notary_topics
 from streams.sdk.client import IntentPublisher, OutcomeReader, new_intent
 from streams.sink import SinkQueryClient
+from streams.sink.sql_server import sql_token_file
 
 pytestmark = pytest.mark.broker
 
@@ -57,7 +58,11 @@ class SinkProcess:
 
     @property
     def client(self) -> SinkQueryClient:
-        return SinkQueryClient(f"http://127.0.0.1:{self.port}", timeout_s=30)
+        return SinkQueryClient(
+            f"http://127.0.0.1:{self.port}",
+            timeout_s=30,
+            token_file=sql_token_file(self.data_dir.parent),
+        )
 
     def start(self, *extra: str, wait_ready: bool = True) -> SinkProcess:
         s = self.settings
