@@ -7,7 +7,8 @@ that covers it, at a steady rate, on a real broker.
 Without --bootstrap it uses the local broker of `trustplane kafka up` (starting it if
 needed, and stopping it again if it started it). It creates fresh topics, runs a
 NotaryService in a thread, produces LineageEvents to ``lineage`` at ``--rate`` per
-second (keyed by agent id, so over every partition) and watches ``checkpoints`` with a
+second (keyed by agent id, so over every partition; each signed with a bench gate key,
+as a gate does, and the notary verifies each) and watches ``checkpoints`` with a
 ``read_committed`` consumer. An event's lag is the time from just before it was
 produced to the moment the watcher received the first checkpoint whose size exceeds
 the event's log index: what an auditor polling the log would see. Producer, notary
@@ -28,10 +29,13 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
+from processors.crypto.keys import KeyEntry, Keyset, SigningKey, generate_signing_key
+from processors.log.attest import sign_event
 from processors.log.checkpoint import Checkpoint
 from streams.codec import Codec, SchemaRegistry, default_codec
 from streams.config import PROJECT_ROOT, Settings
 from streams.dev.localkafka import LocalKafka
+from streams.gatekeys import GateKeys
 from streams.notary import NotaryService
 from streams.topics import ensure_topics
 
@@ -53,21 +57,40 @@ def codec_with_log_index(tmp: Path) -> Codec:
     return Codec(SchemaRegistry.from_directory(target))
 
 
-def lineage_event(n: int, tag: str) -> dict[str, Any]:
-    return {
+LAYERS = ("schema", "freshness", "identity", "authorization", "integrity", "anomaly")
+
+
+def lineage_event(n: int, tag: str, key: SigningKey) -> dict[str, Any]:
+    """A decided intent's LineageEvent as the gate writes it: its verdicts inside, signed."""
+    event: dict[str, Any] = {
         "event_id": f"{tag}-{n:09d}",
-        "intent_id": f"intent-{tag}-{n // 4}",
+        "intent_id": f"intent-{tag}-{n}",
         "agent_id": f"agent-{n % 64}",
-        "stage": ("decode", "authorization", "integrity", "enforcement")[n % 4],
-        "event_type": "layer.verdict",
-        "status": "allow",
-        "reasons": ["policy permit-read matched"],
-        "attributes": {"source": f"intents/{n % 4}@{n}", "duration_us": str(40 + n % 17)},
+        "stage": "enforcement",
+        "event_type": "intent.approved",
+        "status": "approved",
+        "reasons": [],
+        "attributes": {"intent_digest": "sha256:" + f"{n:064x}", "topic": "approved"},
         "occurred_at_ms": time.time_ns() // 1_000_000,
         "worker": "gate-bench",
+        "verdicts": [
+            {
+                "layer": layer,
+                "status": "ALLOW",
+                "reasons": ["policy permit-read matched"] if layer == "authorization" else [],
+                "evidence": {"policy": "permit-read"} if layer == "authorization" else {},
+                "duration_us": 40 + (n + i) % 17,
+            }
+            for i, layer in enumerate(LAYERS)
+        ],
+        "signer": None,
+        "signature": None,
         "prev_hash": None,
         "event_hash": None,
+        "log_index": None,
     }
+    sign_event(event, key)
+    return event
 
 
 class CheckpointWatcher(threading.Thread):
@@ -167,6 +190,7 @@ def main() -> None:
 
 def run(settings: Settings, codec: Codec, args: argparse.Namespace, tag: str) -> None:
     ensure_topics(settings)
+    gate_key = generate_signing_key()
     service = NotaryService(
         settings,
         codec=codec,
@@ -174,6 +198,7 @@ def run(settings: Settings, codec: Codec, args: argparse.Namespace, tag: str) ->
         create_key=True,
         checkpoint_every_events=args.every_events,
         checkpoint_every_ms=args.every_ms,
+        gate_keys=GateKeys.of(Keyset([KeyEntry(gate_key.kid, gate_key.public_key)])),
     )
     notary = threading.Thread(target=service.run, name="notary", daemon=True)
     notary.start()
@@ -193,7 +218,7 @@ def run(settings: Settings, codec: Codec, args: argparse.Namespace, tag: str) ->
         delay = started + n / args.rate - time.monotonic()
         if delay > 0:
             time.sleep(delay)
-        event = lineage_event(n, tag)
+        event = lineage_event(n, tag, gate_key)
         value = codec.encode("LineageEvent", event)
         produced_ns[event["event_id"]] = time.time_ns()
         producer.produce(settings.topic("lineage"), key=event["agent_id"].encode(), value=value)
@@ -212,6 +237,7 @@ def run(settings: Settings, codec: Codec, args: argparse.Namespace, tag: str) ->
     if not watcher.seen or watcher.seen[-1][1] < total:
         raise SystemExit(
             f"only {watcher.seen[-1][1] if watcher.seen else 0} of {total} checkpointed"
+            f" ({service.log.status() if service.log else 'no log'})"
         )
 
     indexes = read_log_indexes(settings, codec, total)

@@ -3,6 +3,8 @@
     .venv/bin/python bench/bench_notary.py [--events 100000] [--leaves 1000000]
 
 Measures, on one core:
+- verifying the gate's signature on a lineage event (what the notary does to every
+  event before it logs it: RFC 8785 canonical JSON, DSSE PAE, Ed25519 verify);
 - link + append of lineage events (RFC 8785 canonical JSON, SHA-256 chain hash, leaf);
 - signing a C2SP checkpoint (root of the whole tree + Ed25519 signed note), and opening it;
 - inclusion and consistency proof generation + verification at 100k and 1M leaves.
@@ -16,33 +18,55 @@ import resource
 import statistics
 import time
 from collections.abc import Callable
+from typing import Any
 
-from processors.crypto.keys import generate_signing_key
+from processors.crypto.keys import KeyEntry, Keyset, SigningKey, generate_signing_key
+from processors.log.attest import sign_event, verify_event_signature
 from processors.log.checkpoint import Checkpoint, NoteSigner, sign_checkpoint, verify_checkpoint
 from processors.log.merkle import MerkleLog, verify_consistency, verify_inclusion
 from processors.log.notary import Notary
 
+LAYERS = ("schema", "freshness", "identity", "authorization", "integrity", "anomaly")
 
-def lineage_event(n: int) -> dict[str, object]:
-    """A LineageEvent shaped like the gate's layer verdicts (schemas/lineage_event.avsc)."""
-    return {
+
+def lineage_event(n: int, key: SigningKey) -> dict[str, Any]:
+    """A LineageEvent as the gate writes it (schemas/lineage_event.avsc): one per decided
+    intent, every layer's verdict inside, signed with the gate's key."""
+    event: dict[str, Any] = {
         "event_id": f"evt-{n:012d}",
         "intent_id": f"01J{n:023d}",
         "agent_id": f"agent-{n % 64}",
-        "stage": "authorization",
-        "event_type": "layer.verdict",
-        "status": "allow",
-        "reasons": ["policy permit-read matched"],
+        "stage": "enforcement",
+        "event_type": "intent.approved",
+        "status": "approved",
+        "reasons": [],
         "attributes": {
-            "evidence.policy": "permit-read",
-            "duration_us": str(40 + n % 17),
-            "source": f"intents/{n % 4}@{n}",
+            "intent_digest": "sha256:" + f"{n:064x}",
+            "action": "payments.transfer",
+            "resource": f"invoice:{n}",
+            "sequence": str(n),
+            "topic": "approved",
         },
         "occurred_at_ms": 1_700_000_000_000 + n,
         "worker": "gate-1",
+        "verdicts": [
+            {
+                "layer": layer,
+                "status": "ALLOW",
+                "reasons": ["policy permit-read matched"] if layer == "authorization" else [],
+                "evidence": {"policy": "permit-read"} if layer == "authorization" else {},
+                "duration_us": 40 + (n + i) % 17,
+            }
+            for i, layer in enumerate(LAYERS)
+        ],
+        "signer": None,
+        "signature": None,
         "prev_hash": None,
         "event_hash": None,
+        "log_index": None,
     }
+    sign_event(event, key)
+    return event
 
 
 def timed(fn: Callable[[], object], repeat: int) -> list[float]:
@@ -64,9 +88,20 @@ def us(samples: list[float]) -> str:
 def bench_append(count: int) -> Notary:
     signer = NoteSigner("bench.trustplane.example/lineage", generate_signing_key())
     notary = Notary(signer.name, signer)
-    events = [lineage_event(n) for n in range(count)]
+    gate_key = generate_signing_key()
+    events = [lineage_event(n, gate_key) for n in range(count)]
+    keyset = Keyset([KeyEntry(gate_key.kid, gate_key.public_key)])
     start, cpu = time.perf_counter(), time.process_time()
     for event in events:
+        verify_event_signature(event, keyset)
+    elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
+    print(
+        f"gate sig verify  {count:>9,} events  {elapsed:6.2f} s   {count / elapsed:10,.0f} events/s"
+        f"   ({elapsed / count * 1e6:.1f} us/event wall, {cpu / count * 1e6:.1f} us CPU)"
+    )
+    start, cpu = time.perf_counter(), time.process_time()
+    for n, event in enumerate(events):
+        event["log_index"] = n  # as NotaryLog does before linking
         notary.append(event)
     elapsed, cpu = time.perf_counter() - start, time.process_time() - cpu
     print(

@@ -1,12 +1,14 @@
-"""Lineage events: one per step an intent (or a bad input) goes through.
+"""Lineage events: one per decided intent (its verdicts inside), one per rejected input,
+review answer, reported execution and control command.
 
-Every event names its stage (decode, a layer, enforcement, emit), what happened and
-why. Event ids are derived from the subject and the stage, so a redelivered input
-produces the same ids and a store can drop the duplicates. Hash-linking
-(``prev_hash``/``event_hash``) and the log position (``log_index``) are filled in by the
-notary (``streams/notary/``, ``processors/log/chain.py``), which alone defines the order;
-the sink stores the linked events (``lineage-log``). The fields are those of
-:class:`processors.records.LineageEvent`.
+Every event names its stage, what happened and why. Event ids are derived from the
+subject (for an intent: the position it was read at) and the stage, so a redelivered
+input produces the same ids and a store can drop the duplicates, while a replayed
+intent gets events of its own. The gate signs each event (``processors/log/attest.py``).
+Hash-linking (``prev_hash``/``event_hash``) and the log position (``log_index``) are
+filled in by the notary (``streams/notary/``, ``processors/log/chain.py``), which alone
+defines the order; the sink stores the linked events (``lineage-log``). The fields are
+those of :class:`processors.records.LineageEvent`.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from typing import Any
 from processors.enforcement import Enforcement
 from processors.intent import Intent
 from processors.records import SourcePosition, derived_id
-from processors.verdict import Verdict
 
 __all__ = ["LineageRecorder"]
 
@@ -54,30 +55,65 @@ class LineageRecorder:
             "attributes": dict(attributes or {}),
             "occurred_at_ms": now_ms,
             "worker": self.worker,
+            "verdicts": [],
+            "signer": None,
+            "signature": None,
             "prev_hash": None,
             "event_hash": None,
             "log_index": None,
         }
 
-    def decoded(
-        self, intent: Intent, source: SourcePosition, intent_digest: str, now_ms: int
+    def decided(
+        self,
+        intent: Intent,
+        intent_digest: str,
+        enforcement: Enforcement,
+        *,
+        subject: str,
+        stage: str,
+        topic: str,
+        now_ms: int,
+        attributes: Mapping[str, str] | None = None,
     ) -> dict[str, Any]:
-        return self.event(
-            subject=intent_digest,
-            stage="decode",
-            event_type="intent.received",
-            status="ok",
+        """The one event of a decided intent: the outcome, why, and every layer's verdict
+        with its evidence (``verdicts``). Its id is :meth:`decision_event_id`."""
+        event = self.event(
+            subject=subject,
+            stage=stage,
+            event_type=f"intent.{enforcement.outcome.value}",
+            status=enforcement.outcome.value,
             now_ms=now_ms,
             intent_id=intent.intent_id,
             agent_id=intent.agent_id,
+            reasons=enforcement.reasons,
             attributes={
-                "source": str(source),
                 "intent_digest": intent_digest,
                 "action": intent.action,
                 "resource": intent.resource,
                 "sequence": str(intent.sequence),
+                "topic": topic,
+                **(attributes or {}),
             },
         )
+        event["event_id"] = self.decision_event_id(subject, stage)
+        event["verdicts"] = [
+            {
+                "layer": v.layer,
+                "status": v.status.value,
+                "reasons": list(v.reasons),
+                "evidence": dict(v.evidence),
+                "duration_us": v.duration_us,
+            }
+            for v in enforcement.verdicts
+        ]
+        return event
+
+    @staticmethod
+    def decision_event_id(subject: str, stage: str) -> str:
+        """The id of a decision event, known before the decision is final (an approval
+        names it): one per input position (``subject``) and stage, so a replayed intent
+        gets a new event and a redelivered record the same one."""
+        return derived_id("event", subject, stage, "decided")
 
     def rejected(
         self, source: SourcePosition, code: str, reason: str, value_digest: str, now_ms: int
@@ -90,41 +126,4 @@ class LineageRecorder:
             now_ms=now_ms,
             reasons=(reason,),
             attributes={"source": str(source), "value_sha256": value_digest},
-        )
-
-    def verdict(
-        self, intent: Intent, intent_digest: str, verdict: Verdict, now_ms: int
-    ) -> dict[str, Any]:
-        attributes = {f"evidence.{k}": v for k, v in verdict.evidence.items()}
-        attributes["duration_us"] = str(verdict.duration_us)
-        return self.event(
-            subject=intent_digest,
-            stage=verdict.layer,
-            event_type="layer.verdict",
-            status=verdict.status.value,
-            now_ms=now_ms,
-            intent_id=intent.intent_id,
-            agent_id=intent.agent_id,
-            reasons=verdict.reasons,
-            attributes=attributes,
-        )
-
-    def enforced(
-        self,
-        intent: Intent,
-        intent_digest: str,
-        enforcement: Enforcement,
-        topic: str,
-        now_ms: int,
-    ) -> dict[str, Any]:
-        return self.event(
-            subject=intent_digest,
-            stage="enforcement",
-            event_type=f"intent.{enforcement.outcome.value}",
-            status=enforcement.outcome.value,
-            now_ms=now_ms,
-            intent_id=intent.intent_id,
-            agent_id=intent.agent_id,
-            reasons=enforcement.reasons,
-            attributes={"topic": topic, "intent_digest": intent_digest},
         )

@@ -47,6 +47,7 @@ __all__ = [
     "Store",
     "StoredRecord",
     "LayerVerdict",
+    "LineageVerdict",
     "LineageEvent",
     "Decision",
     "Approval",
@@ -80,6 +81,9 @@ class Store(enum.Enum):
     """Bytes stored as lowercase hex in the column ``<name>_hex``."""
     VERDICTS = "verdicts"
     """The :class:`LayerVerdict` list as four parallel arrays ``verdict_*``."""
+    LINEAGE_VERDICTS = "lineage_verdicts"
+    """The :class:`LineageVerdict` list as five parallel arrays ``verdict_*`` (with the
+    evidence), so that the stored event can be rebuilt exactly for its proof."""
     HASH = "hash"
     """A notary hash (``sha256:`` + 64 hex digits), required."""
     HASH_OR_NULL = "hash_or_null"
@@ -96,6 +100,7 @@ VERDICT_COLUMNS = (
     "verdict_reasons",
     "verdict_durations_us",
 )
+LINEAGE_VERDICT_COLUMNS = (*VERDICT_COLUMNS, "verdict_evidence")
 
 
 def stored(how: Store) -> Any:
@@ -116,6 +121,8 @@ def columns_of_field(f: dataclasses.Field[Any]) -> tuple[str, ...]:
         return ()
     if how is Store.VERDICTS:
         return VERDICT_COLUMNS
+    if how is Store.LINEAGE_VERDICTS:
+        return LINEAGE_VERDICT_COLUMNS
     if how is Store.HEX:
         return (f"{f.name}_hex",)
     return (f.name,)
@@ -151,7 +158,7 @@ def _new_plan(record_type: type) -> _Plan:
     for f in dataclasses.fields(record_type):
         names.append(f.name)
         annotation = str(f.type)
-        if annotation.startswith("tuple[LayerVerdict"):
+        if annotation.startswith(("tuple[LayerVerdict", "tuple[LineageVerdict")):
             converts.append((f.name, _verdict_list))
         elif annotation.startswith("tuple["):
             converts.append((f.name, list))
@@ -209,6 +216,26 @@ class LayerVerdict:
 
 
 @dataclass(frozen=True, slots=True)
+class LineageVerdict:
+    """What one decision layer said, with its evidence (inside an intent's LineageEvent)."""
+
+    layer: str
+    status: str
+    reasons: tuple[str, ...]
+    evidence: Mapping[str, str]
+    duration_us: int
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "layer": self.layer,
+            "status": self.status,
+            "reasons": list(self.reasons),
+            "evidence": dict(self.evidence),
+            "duration_us": self.duration_us,
+        }
+
+
+@dataclass(frozen=True, slots=True)
 class LineageEvent(StoredRecord):
     """One step in the life of an intent (``schemas/lineage_event.avsc``).
 
@@ -231,6 +258,9 @@ class LineageEvent(StoredRecord):
     attributes: Mapping[str, str] = stored(Store.VALUE)
     occurred_at_ms: int = stored(Store.TIME_MS)
     worker: str = stored(Store.VALUE)
+    verdicts: tuple[LineageVerdict, ...] = stored(Store.LINEAGE_VERDICTS)
+    signer: str | None = stored(Store.VALUE)
+    signature: str | None = stored(Store.VALUE)
     prev_hash: str | None = stored(Store.HASH_OR_NULL)
     event_hash: str | None = stored(Store.HASH)
     log_index: int | None = stored(Store.LOG_INDEX)
@@ -250,6 +280,19 @@ class LineageEvent(StoredRecord):
             attributes=dict(row["attributes"]),
             occurred_at_ms=int(row["occurred_at_ms"]),
             worker=row["worker"],
+            verdicts=tuple(
+                LineageVerdict(layer, status, tuple(reasons), dict(evidence), int(duration))
+                for layer, status, reasons, evidence, duration in zip(
+                    row["verdict_layers"],
+                    row["verdict_statuses"],
+                    row["verdict_reasons"],
+                    row["verdict_evidence"],
+                    row["verdict_durations_us"],
+                    strict=True,
+                )
+            ),
+            signer=row["signer"],
+            signature=row["signature"],
             prev_hash=row["prev_hash"],
             event_hash=row["event_hash"],
             log_index=None if row["log_index"] is None else int(row["log_index"]),
@@ -374,12 +417,21 @@ def derived_id(kind: str, *parts: object) -> str:
 
 
 def decision_record(
-    intent: Intent, enforcement: Enforcement, *, intent_digest: str, now_ms: int, worker: str
+    intent: Intent,
+    enforcement: Enforcement,
+    *,
+    intent_digest: str,
+    now_ms: int,
+    worker: str,
+    occurrence: str = "",
 ) -> dict[str, Any]:
+    """A denied or held intent's record. ``occurrence`` (where the intent was read, or
+    that a review resolved it) keeps the id of a replay's denial apart from the first
+    decision's: a store never sees one id with two contents."""
     if enforcement.outcome is Outcome.APPROVED:
         raise ValueError("an approved intent gets an approval record, not a decision record")
     return {
-        "decision_id": derived_id("decision", intent.intent_id, intent_digest),
+        "decision_id": derived_id("decision", intent.intent_id, intent_digest, occurrence),
         "intent_id": intent.intent_id,
         "agent_id": intent.agent_id,
         "outcome": "DENIED" if enforcement.outcome is Outcome.DENIED else "REVIEW",

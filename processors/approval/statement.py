@@ -7,12 +7,12 @@ payload is the RFC 8785 canonical JSON of an in-toto Statement v1::
       "_type": "https://in-toto.io/Statement/v1",
       "subject": [{"name": "intent:<intent_id>",
                    "digest": {"sha256": "<hex of SHA-256 of the exact intent record bytes>"}}],
-      "predicateType": "https://trustplane.dev/approval/v1",
+      "predicateType": "https://trustplane.dev/approval/v2",
       "predicate": {
         "approvalId": "...", "intentId": "...", "agentId": "...",
         "action": "...", "resource": "...",
         "parametersDigest": "sha256:<hex of SHA-256 of the RFC 8785 JSON of the parameters>",
-        "verdicts": [{"layer": "...", "status": "ALLOW", "reasons": [...], "evidence": {...}}],
+        "verdicts": [{"layer": "...", "status": "ALLOW"}],
         "policyBundleDigest": "sha256:..." | null,
         "determiningPolicies": ["..."],
         "issuedAt": "2023-11-14T22:13:20.000Z", "issuedAtMs": 1700000000000,
@@ -21,10 +21,13 @@ payload is the RFC 8785 canonical JSON of an in-toto Statement v1::
       }
     }
 
-The predicate type ``https://trustplane.dev/approval/v1`` means: *every decision layer of
+The predicate type ``https://trustplane.dev/approval/v2`` means: *every decision layer of
 a trustplane gate explicitly allowed the intent named by the subject, and an executor may
 act on it once, between issuedAt and expiresAt*. Fields may be added to the predicate in
-v1 (verifiers ignore unknown fields); removing or changing the meaning of one is v2.
+v2 (verifiers ignore unknown fields); removing or changing the meaning of one is v3.
+v2 is v1 without each verdict's ``reasons`` and ``evidence``: they are in the signed
+lineage event the approval names (``lineage.eventId``), so the statement an executor
+verifies stays small. Verifiers accept v1 too (an approval lives minutes).
 
 Keys and signing are in :mod:`processors.approval.keyring` and
 :mod:`processors.approval.signer`; executors verify with
@@ -52,6 +55,7 @@ if TYPE_CHECKING:
 __all__ = [
     "STATEMENT_TYPE",
     "PREDICATE_TYPE",
+    "ACCEPTED_PREDICATE_TYPES",
     "PAYLOAD_TYPE",
     "LineagePosition",
     "build_statement",
@@ -60,13 +64,13 @@ __all__ = [
 ]
 
 STATEMENT_TYPE = "https://in-toto.io/Statement/v1"
-PREDICATE_TYPE = "https://trustplane.dev/approval/v1"
+PREDICATE_TYPE = "https://trustplane.dev/approval/v2"
+ACCEPTED_PREDICATE_TYPES = (PREDICATE_TYPE, "https://trustplane.dev/approval/v1")
+"""What a verifier accepts: v1 carried each verdict's reasons and evidence as well."""
 PAYLOAD_TYPE = "application/vnd.in-toto+json"
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _INTENT_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
-_EVIDENCE_MAX_KEYS = 32
-_EVIDENCE_MAX_CHARS = 512
 
 
 def rfc3339_ms(ms: int) -> str:
@@ -110,28 +114,6 @@ class LineagePosition:
         return position
 
 
-def _evidence_value(value: object) -> Any:
-    if value is None or isinstance(value, bool):
-        return value
-    if isinstance(value, int):
-        return value if abs(value) < 2**53 else str(value)
-    if isinstance(value, float):
-        return value if value == value and abs(value) != float("inf") else str(value)
-    if isinstance(value, str):
-        if len(value) <= _EVIDENCE_MAX_CHARS:
-            return value
-        return value[: _EVIDENCE_MAX_CHARS - 1] + "…"
-    if isinstance(value, list | tuple):
-        return [_evidence_value(item) for item in value[:_EVIDENCE_MAX_KEYS]]
-    return _evidence_value(str(value))
-
-
-def _evidence_summary(evidence: Mapping[str, Any]) -> dict[str, Any]:
-    """The evidence, bounded: at most 32 keys (sorted), strings cut at 512 characters."""
-    keys = sorted(str(k) for k in evidence)[:_EVIDENCE_MAX_KEYS]
-    return {k: _evidence_value(evidence[k]) for k in keys}
-
-
 def _policy_list(value: object) -> list[str]:
     """determining_policies evidence: a list, a JSON list in a string, or comma-separated."""
     if value is None:
@@ -150,12 +132,7 @@ def _policy_list(value: object) -> list[str]:
 
 
 def _verdict_json(verdict: Verdict) -> dict[str, Any]:
-    return {
-        "layer": verdict.layer,
-        "status": verdict.status.value,
-        "reasons": list(verdict.reasons),
-        "evidence": _evidence_summary(verdict.evidence),
-    }
+    return {"layer": verdict.layer, "status": verdict.status.value}
 
 
 def build_statement(

@@ -44,6 +44,7 @@ from processors.approval.exceptions import (
 )
 from processors.approval.seen import SeenStore
 from processors.approval.statement import (
+    ACCEPTED_PREDICATE_TYPES,
     PAYLOAD_TYPE,
     PREDICATE_TYPE,
     STATEMENT_TYPE,
@@ -205,7 +206,7 @@ def verify_approval(
         raise StatementError(f"the signed payload is not a JSON document: {exc}") from exc
     if not isinstance(statement, dict) or statement.get("_type") != STATEMENT_TYPE:
         raise StatementError(f"the signed payload is not an in-toto Statement ({STATEMENT_TYPE})")
-    if statement.get("predicateType") != PREDICATE_TYPE:
+    if statement.get("predicateType") not in ACCEPTED_PREDICATE_TYPES:
         raise StatementError(
             f"predicateType is {str(statement.get('predicateType'))[:100]!r}, "
             f"expected {PREDICATE_TYPE!r}"

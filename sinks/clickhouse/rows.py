@@ -18,6 +18,7 @@ from typing import Any
 
 from processors.log.checkpoint import Checkpoint, CheckpointError
 from processors.records import (
+    LINEAGE_VERDICT_COLUMNS,
     VERDICT_COLUMNS,
     LineageEvent,
     Store,
@@ -132,6 +133,25 @@ def _verdicts(verdicts: Any) -> dict[str, Any]:
         raise MappingError("invalid_field", f"a verdict is malformed: {exc!r}") from exc
 
 
+def _lineage_verdicts(verdicts: Any) -> dict[str, Any]:
+    try:
+        return dict(
+            zip(
+                LINEAGE_VERDICT_COLUMNS,
+                (
+                    [v["layer"] for v in verdicts],
+                    [v["status"] for v in verdicts],
+                    [list(v["reasons"]) for v in verdicts],
+                    [int(v["duration_us"]) for v in verdicts],
+                    [dict(v["evidence"]) for v in verdicts],
+                ),
+                strict=True,
+            )
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise MappingError("invalid_field", f"a verdict is malformed: {exc!r}") from exc
+
+
 RowBuilder = Callable[[Mapping[str, Any]], dict[str, Any]]
 
 
@@ -139,13 +159,15 @@ def row_builder(record_type: type[StoredRecord]) -> RowBuilder:
     """The function from a decoded record to its row, from the record type's fields."""
     plain: list[str] = []
     checked: list[tuple[str, str, Callable[[Any, str], Any]]] = []
-    verdicts: list[str] = []
+    verdicts: list[tuple[str, Callable[[Any], dict[str, Any]]]] = []
     for f in dataclasses.fields(record_type):  # type: ignore[arg-type]  # a dataclass type
         how = store_of(f)
         if how is Store.SKIP:
             continue
         if how is Store.VERDICTS:
-            verdicts.append(f.name)
+            verdicts.append((f.name, _verdicts))
+        elif how is Store.LINEAGE_VERDICTS:
+            verdicts.append((f.name, _lineage_verdicts))
         elif how is Store.VALUE:
             plain.append(f.name)
         else:
@@ -155,8 +177,8 @@ def row_builder(record_type: type[StoredRecord]) -> RowBuilder:
         row = {name: record[name] for name in plain}
         for name, column, check in checked:
             row[column] = check(record[name], name)
-        for name in verdicts:
-            row.update(_verdicts(record[name]))
+        for name, columns in verdicts:
+            row.update(columns(record[name]))
         return row
 
     return build

@@ -81,11 +81,16 @@ RECORD_TYPES: dict[str, type[StoredRecord]] = {
 """The record type of each record table."""
 
 
+STORAGE: dict[str, str] = {"lineage_events": "lineage_log"}
+"""Record tables not stored in ``<name>_raw``: lineage rows are identified by their log
+index since migration 009 (``schemas/sql/009_signed_lineage.sql``)."""
+
+
 def _record_table(record_type: type[StoredRecord]) -> TableSpec:
     extra = SINK_COLUMNS[record_type.TABLE]
     return TableSpec(
         record_type.TABLE,
-        f"{record_type.TABLE}_raw",
+        STORAGE.get(record_type.TABLE, f"{record_type.TABLE}_raw"),
         (*record_columns(record_type), *extra),
         dict(extra),
     )

@@ -41,6 +41,7 @@ import typer
 from rich.console import Console
 
 from processors.exceptions import TrustplaneError
+from processors.log.attest import LineageSignatureError
 from processors.log.chain import ChainError
 from processors.log.checkpoint import (
     Checkpoint,
@@ -58,6 +59,7 @@ from processors.log.notary import (
 )
 from streams.cli import context
 from streams.config import Settings
+from streams.gatekeys import GateKeys, gate_jwks_path
 
 __all__ = [
     "proof_app",
@@ -72,7 +74,7 @@ __all__ = [
     "verify_consistency_answer",
 ]
 
-VERIFICATION_ERRORS = (ChainError, ProofError, NoteError, CheckpointError)
+VERIFICATION_ERRORS = (ChainError, ProofError, NoteError, CheckpointError, LineageSignatureError)
 """What a wrong answer raises; anything else is the notary not answering."""
 
 out = Console(width=None if sys.stdout.isatty() else 140)
@@ -396,12 +398,19 @@ def proof_command(
     origin: OriginOption = None,
     remember: RememberOption = True,
     wait: WaitOption = 3.0,
+    gate_jwks: Annotated[
+        Path | None,
+        typer.Option(
+            help="The gate's published JWKS, to check who signed the event "
+            "(default: <keys_dir>/approvals.jwks.json)."
+        ),
+    ] = None,
 ) -> None:
     """Fetch a lineage event's inclusion proof from the notary and verify it locally.
 
-    Checks the event is intact, is leaf LOG_INDEX of the Merkle log, and that the log's
-    root is the one in a checkpoint signed by the notary's key. Exits 1 if anything
-    does not verify.
+    Checks the event is intact and signed by a gate key, is leaf LOG_INDEX of the Merkle
+    log, and that the log's root is the one in a checkpoint signed by the notary's key.
+    Exits 1 if anything does not verify.
     """
     settings = context.settings(ctx)
     verifier = load_verifier(vkey, settings)
@@ -425,8 +434,14 @@ def proof_command(
     except VERIFICATION_ERRORS as exc:
         out.print_json(json.dumps(answer.get("event")))
         raise _failed(exc) from exc
+    try:
+        signer = GateKeys(gate_jwks or gate_jwks_path(settings)).verify_event(verified.event)
+    except LineageSignatureError as exc:
+        out.print_json(json.dumps(verified.event))
+        raise _failed(exc) from exc
     out.print_json(json.dumps(verified.event))
     out.print(f"log index   {verified.index}", highlight=False)
+    out.print(f"signed by   gate key {signer}", highlight=False)
     _show_checkpoint(verified.checkpoint)
     if remember:
         try:

@@ -27,6 +27,7 @@ from processors.enforcement import Enforcement, Outcome
 from processors.exceptions import ValidationError
 from processors.intent import Intent
 from processors.lineage import LineageRecorder
+from processors.log.attest import sign_event
 from processors.pipeline import Pipeline
 from processors.records import (
     APPROVAL_TTL_MS,
@@ -57,8 +58,19 @@ _OUTCOME_RECORD = {
     Outcome.DENIED: ("denied", "Decision"),
     Outcome.REVIEW: ("review", "Decision"),
 }
-RECHECK_ON_REVIEW = ("killswitch", "eligibility")
-"""Layers asked again when a reviewer approves: a switch or quarantine since wins."""
+RECHECK_ON_REVIEW = ("killswitch", "freshness", "identity", "eligibility", "policy")
+"""Layers asked again when a reviewer approves: a kill switch, quarantine, revoked key,
+expiry or policy change since the intent was held wins. (Integrity and anomaly are not
+asked again: they already counted this intent, and would see it as its own replay.)"""
+
+
+@dataclass(frozen=True, slots=True)
+class _EventPlace:
+    """Where an intent's decision event comes from: its id's subject and its stage."""
+
+    subject: str
+    stage: str
+    attributes: Mapping[str, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,12 +181,16 @@ class Gate:
             self._held.add((source.partition, intent.agent_id))
         if self.pipeline.stateful or enforcement.outcome is Outcome.REVIEW:
             self.states.touched(source.partition, intent.agent_id)
-        events = [self.lineage.decoded(intent, source, intent_digest, now)]
-        events += [
-            self.lineage.verdict(intent, intent_digest, v, now) for v in enforcement.verdicts
-        ]
         return (
-            self._finish(intent, raw, intent_digest, enforcement, events, now, source.partition)
+            self._finish(
+                intent,
+                raw,
+                intent_digest,
+                enforcement,
+                now,
+                source.partition,
+                _EventPlace(str(source), "enforcement", {"source": str(source)}),
+            )
             + responses
         )
 
@@ -184,16 +200,14 @@ class Gate:
         raw: bytes,
         intent_digest: str,
         enforcement: Enforcement,
-        events: list[dict[str, Any]],
         now: int,
         partition: int,
+        place: _EventPlace,
     ) -> list[Output]:
-        """Build the outcome record (signing approvals) and the enforcement event."""
+        """Build the outcome record (signing approvals) and the intent's lineage event."""
         record: dict[str, Any] | None = None
         if enforcement.outcome is Outcome.APPROVED:
-            event_id = self.lineage.enforced(intent, intent_digest, enforcement, "approved", now)[
-                "event_id"
-            ]
+            event_id = LineageRecorder.decision_event_id(place.subject, place.stage)
             try:
                 record = approval_record(
                     intent,
@@ -219,17 +233,31 @@ class Gate:
             self.states.touched(partition, intent.agent_id)
         if record is None:
             record = decision_record(
-                intent, enforcement, intent_digest=intent_digest, now_ms=now, worker=self.worker
+                intent,
+                enforcement,
+                intent_digest=intent_digest,
+                now_ms=now,
+                worker=self.worker,
+                occurrence=place.subject,
             )
         key = intent.agent_id.encode()
         outcome = Output(topic, key, self.codec.encode(record_name, record, check=False))
-        events = [*events, self.lineage.enforced(intent, intent_digest, enforcement, topic, now)]
-        outputs = [outcome, *self._lineage_outputs(key, events)]
+        event = self.lineage.decided(
+            intent,
+            intent_digest,
+            enforcement,
+            subject=place.subject,
+            stage=place.stage,
+            topic=topic,
+            now_ms=now,
+            attributes=place.attributes,
+        )
+        outputs = [outcome, *self.lineage_outputs(key, [event], now)]
         # count only once every record is built: a failure above ends in _deny_on_error
         for verdict in enforcement.verdicts:
             self.metrics.verdicts.labels(verdict.layer, verdict.status.value).inc()
         self.metrics.intents.labels(topic).inc()
-        self.metrics.lineage_events.inc(len(events))
+        self.metrics.lineage_events.inc()
         return outputs
 
     def _deny_on_error(
@@ -240,19 +268,30 @@ class Gate:
             Outcome.DENIED, (f"internal error: {type(exc).__name__}: {exc} (fail closed)",), ()
         )
         record = decision_record(
-            intent, enforcement, intent_digest=intent_digest, now_ms=now, worker=self.worker
+            intent,
+            enforcement,
+            intent_digest=intent_digest,
+            now_ms=now,
+            worker=self.worker,
+            occurrence=str(source),
         )
-        events = [
-            self.lineage.decoded(intent, source, intent_digest, now),
-            self.lineage.enforced(intent, intent_digest, enforcement, "denied", now),
-        ]
+        event = self.lineage.decided(
+            intent,
+            intent_digest,
+            enforcement,
+            subject=str(source),
+            stage="enforcement",
+            topic="denied",
+            now_ms=now,
+            attributes={"source": str(source)},
+        )
         key = intent.agent_id.encode()
         outputs = [
             Output("denied", key, self.codec.encode("Decision", record)),
-            *self._lineage_outputs(key, events),
+            *self.lineage_outputs(key, [event], now),
         ]
         self.metrics.intents.labels("denied").inc()
-        self.metrics.lineage_events.inc(len(events))
+        self.metrics.lineage_events.inc()
         return outputs
 
     def _reject(
@@ -271,7 +310,7 @@ class Gate:
         lineage_key = key or None
         outputs = [
             Output("rejected", lineage_key, self.codec.encode("Rejection", record)),
-            *self._lineage_outputs(lineage_key, [event]),
+            *self.lineage_outputs(lineage_key, [event], now),
         ]
         self.metrics.rejections.labels(code).inc()
         self.metrics.intents.labels("rejected").inc()
@@ -315,7 +354,7 @@ class Gate:
             },
         )
         self.metrics.lineage_events.inc()
-        return self._lineage_outputs(agent_id.encode(), [event])
+        return self.lineage_outputs(agent_id.encode(), [event], now)
 
     # -- held intents -----------------------------------------------------------------
 
@@ -370,20 +409,10 @@ class Gate:
             enforcement = Enforcement(Outcome.DENIED, (reason,), tuple(held))
         else:
             enforcement = self._approve_held(intent, held, answer, partition, now)
-        event = self.lineage.event(
-            subject=pending.intent_digest,
-            stage="review",
-            event_type="review.resolved",
-            status=enforcement.outcome.value,
-            now_ms=now,
-            intent_id=intent.intent_id,
-            agent_id=intent.agent_id,
-            reasons=enforcement.reasons,
-            attributes={"held_at_ms": str(pending.held_at_ms)},
+        place = _EventPlace(
+            f"review:{pending.intent_digest}", "review", {"held_at_ms": str(pending.held_at_ms)}
         )
-        return self._finish(
-            intent, raw, pending.intent_digest, enforcement, [event], now, partition
-        )
+        return self._finish(intent, raw, pending.intent_digest, enforcement, now, partition, place)
 
     def _approve_held(
         self, intent: Intent, held: list[Verdict], answer: Any, partition: int, now: int
@@ -391,10 +420,17 @@ class Gate:
         state = GateState(
             now_ms=now, worker=self.worker, agent=self.states.get(partition, intent.agent_id)
         )
+        held_status = {v.layer: v.status for v in held}
         for layer in self.pipeline.layers:
             if layer.name in RECHECK_ON_REVIEW:
-                verdict = layer.evaluate(intent, state)
-                if verdict.status is not Status.ALLOW:
+                try:
+                    verdict = layer.evaluate(intent, state)
+                except Exception as exc:  # noqa: BLE001 - fail closed, as the pipeline does
+                    verdict = Verdict.error(layer.name, f"{type(exc).__name__}: {exc}")
+                still_held = (
+                    verdict.status is Status.REVIEW and held_status.get(layer.name) is Status.REVIEW
+                )
+                if verdict.status is not Status.ALLOW and not still_held:
                     why = "; ".join(verdict.reasons)
                     return Enforcement(
                         Outcome.DENIED,
@@ -422,6 +458,23 @@ class Gate:
         pending, self._pending = self._pending, []
         return pending
 
-    def _lineage_outputs(self, key: bytes | None, events: list[dict[str, Any]]) -> list[Output]:
+    def lineage_outputs(
+        self, key: bytes | None, events: list[dict[str, Any]], now_ms: int
+    ) -> list[Output]:
+        """Sign ``events`` with the gate's current key and encode them for ``lineage``.
+
+        With no usable key the events go out unsigned and the notary refuses them loudly
+        (to ``rejected``): lineage is never silently dropped, and never trusted unsigned.
+        """
+        try:
+            key_now = self.signer.keyring.signing_key(now_ms)
+        except ApprovalSigningError as exc:
+            log.error("cannot sign lineage: %s", exc.diagnostics())
+            key_now = None
         encode = self.codec.encode
-        return [Output("lineage", key, encode("LineageEvent", e, check=False)) for e in events]
+        outputs = []
+        for event in events:
+            if key_now is not None:
+                sign_event(event, key_now)
+            outputs.append(Output("lineage", key, encode("LineageEvent", event, check=False)))
+        return outputs

@@ -51,11 +51,18 @@ Gate workers produce lineage only in committed transactions and the notary reads
 equal one of the last ``dedupe_window`` events is dropped. An event that reuses an
 ``event_id`` with other content is logged (and counted in ``reused_ids``): it is a
 different event, and dropping it would hide it from the audit trail. The gate derives
-event ids from the intent's digest, so a replayed intent re-uses its ids.
+event ids from the position the intent was read at, so a replayed intent gets ids of
+its own and a reused id is an alert (logged with ``ALERT``).
 
-A record on ``lineage`` that is not a LineageEvent is not dropped either: the notary
-logs a ``lineage.undecodable`` event in its place (stage ``notary``, the source
-position and the SHA-256 of the value).
+Only gates write the log
+========================
+Every event must carry a valid signature by a key of the gate's published JWKS
+(``processors/log/attest.py``; ``streams/gatekeys.py`` re-reads the file after a
+rotation). A record on ``lineage`` that is not a LineageEvent, or is unsigned, or whose
+signature does not verify, is not logged: it goes to ``rejected`` with the reason
+(``unsigned_lineage`` or the decoder's code), is counted (``unsigned``/``undecodable``
+in ``/healthz``) and logged as a warning. So an inclusion proof shows that a gate key
+vouched for the event: the Merkle leaf covers ``signer`` and ``signature``.
 
 Serving proofs
 ==============

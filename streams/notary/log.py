@@ -16,21 +16,19 @@ from typing import Any
 from confluent_kafka import KafkaError, Message
 
 from processors.exceptions import ConfigError
+from processors.log.attest import LineageSignatureError
 from processors.log.chain import ChainError
 from processors.log.checkpoint import CheckpointError, NoteError, NoteSigner, verify_checkpoint
 from processors.log.merkle import MerkleError
 from processors.log.notary import Notary
-from processors.records import derived_id, digest
 from streams.codec import Codec, DecodeError, EncodeError
+from streams.gatekeys import GateKeys
 from streams.notary.exceptions import LogIntegrityError, NotaryServiceError, ProofRequestError
 from streams.topics import MAX_MESSAGE_BYTES
 
-__all__ = ["NOTARY_WORKER", "LogRecord", "NotaryLog", "require_log_index", "event_json"]
+__all__ = ["LogRecord", "NotaryLog", "Refusal", "require_log_index", "event_json"]
 
 log = logging.getLogger(__name__)
-
-NOTARY_WORKER = "notary"
-"""The ``worker`` of the events the notary writes itself (``lineage.undecodable``)."""
 
 _NOT_CONTENT = ("prev_hash", "event_hash", "log_index")
 _SCHEMA_HINT = (
@@ -73,6 +71,14 @@ def _content_digest(event: Mapping[str, Any]) -> bytes:
 
 
 @dataclass(frozen=True, slots=True)
+class Refusal:
+    """A ``lineage`` record the notary does not log: it goes to ``rejected`` instead."""
+
+    code: str
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
 class LogRecord:
     """A linked event to produce on ``lineage-log``."""
 
@@ -98,6 +104,7 @@ class NotaryLog:
         signer: NoteSigner,
         codec: Codec,
         *,
+        gate_keys: GateKeys,
         checkpoint_every_events: int = 1000,
         checkpoint_every_ms: int = 1000,
         dedupe_window: int = 100_000,
@@ -119,6 +126,7 @@ class NotaryLog:
         self.dedupe_window = dedupe_window
         self.max_checkpoints = max_checkpoints
         self.fetch = fetch
+        self.gate_keys = gate_keys
         self.lock = threading.RLock()
         self._recent: OrderedDict[str, bytes] = OrderedDict()
         self._index: dict[str, int] = {}
@@ -131,19 +139,29 @@ class NotaryLog:
         self.duplicates = 0
         self.reused_ids = 0
         self.undecodable = 0
+        self.unsigned = 0
 
     # -- writing (one thread) ------------------------------------------------
 
-    def append(self, value: bytes | None, *, source: str, timestamp_ms: int) -> LogRecord | None:
-        """Link and log the LineageEvent in ``value``; return the record to produce, or
-        None for a redelivered event. An undecodable value is logged as a
-        ``lineage.undecodable`` event."""
+    def append(
+        self, value: bytes | None, *, source: str, appended_at_ms: int | None = None
+    ) -> LogRecord | Refusal | None:
+        """Link and log the LineageEvent in ``value``; return the record to produce, None
+        for a redelivered event, or a :class:`Refusal` for a record that is not a
+        LineageEvent signed by a gate key valid at ``appended_at_ms`` (the broker's append
+        time of the record; it is not logged)."""
         try:
             event = self.codec.decode(value or b"", "LineageEvent", max_bytes=MAX_MESSAGE_BYTES)
         except DecodeError as exc:
             self.undecodable += 1
             log.warning("lineage record %s is not a LineageEvent: %s", source, exc.reason)
-            event = self._undecodable(value or b"", source, timestamp_ms, exc)
+            return Refusal(exc.code, f"not a LineageEvent: {exc.reason}")
+        try:
+            self.gate_keys.verify_event(event, at_ms=appended_at_ms)
+        except LineageSignatureError as exc:
+            self.unsigned += 1
+            log.warning("lineage record %s refused: %s", source, exc.reason)
+            return Refusal("unsigned_lineage", exc.reason)
         event_id = str(event["event_id"])
         content = _content_digest(event)
         with self.lock:
@@ -153,7 +171,12 @@ class NotaryLog:
                 return None
             if seen is not None:
                 self.reused_ids += 1
-                log.warning("event id %s seen again with other content: logged again", event_id)
+                log.warning(
+                    "ALERT: event id %s seen again with other content (%s): logged again, "
+                    "both versions stay in the log",
+                    event_id,
+                    source,
+                )
             event["log_index"] = self.notary.size
             try:
                 index, linked = self.notary.append(event)
@@ -170,26 +193,6 @@ class NotaryLog:
                 f"the linked event {event_id} cannot be encoded: {exc.reason}", hint=_SCHEMA_HINT
             ) from exc
         return LogRecord(index, event_id, str(index).encode(), encoded)
-
-    def _undecodable(
-        self, value: bytes, source: str, timestamp_ms: int, exc: DecodeError
-    ) -> dict[str, Any]:
-        # deterministic for one source record, so a redelivery of it is a duplicate
-        return {
-            "event_id": derived_id("event", source, "notary", "lineage.undecodable"),
-            "intent_id": None,
-            "agent_id": None,
-            "stage": "notary",
-            "event_type": "lineage.undecodable",
-            "status": exc.code,
-            "reasons": [exc.reason],
-            "attributes": {"source": source, "value_sha256": digest(value)},
-            "occurred_at_ms": timestamp_ms,
-            "worker": NOTARY_WORKER,
-            "prev_hash": None,
-            "event_hash": None,
-            "log_index": None,
-        }
 
     def _remember(self, event_id: str, content: bytes) -> None:
         if not self.dedupe_window:
@@ -332,6 +335,7 @@ class NotaryLog:
             "duplicates": self.duplicates,
             "reused_ids": self.reused_ids,
             "undecodable": self.undecodable,
+            "unsigned": self.unsigned,
         }
 
     def index_of(self, event_id: str) -> int | None:

@@ -8,19 +8,28 @@ import threading
 import time
 from collections.abc import Iterator
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import (
+    TIMESTAMP_LOG_APPEND_TIME,
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    TopicPartition,
+)
 
 from processors.exceptions import ConfigError
 from processors.log.checkpoint import NoteSigner
+from processors.records import SourcePosition, rejection_record
 from streams import kafka
 from streams.codec import Codec, default_codec
 from streams.config import Settings
+from streams.gatekeys import GateKeys, gate_jwks_path
 from streams.kafka import Record, TransactionalLoop, UpToDeadline
 from streams.notary.exceptions import NotaryServiceError
 from streams.notary.fetcher import EventFetcher
 from streams.notary.http import NotaryHTTPServer, notary_port
 from streams.notary.keys import load_notary_signer, notary_origin
-from streams.notary.log import NotaryLog, require_log_index
+from streams.notary.log import NotaryLog, Refusal, require_log_index
 from streams.notary.topics import CHECKPOINT_TOPIC, LOG_TOPIC, ensure_notary_topics
 from streams.topics import MAX_MESSAGE_BYTES
 
@@ -51,8 +60,10 @@ class NotaryService:
         batch_max_ms: int = 50,
         dedupe_window: int = 100_000,
         max_checkpoints: int = 100_000,
+        gate_keys: GateKeys | None = None,
     ) -> None:
         self.settings = settings
+        self.gate_keys = gate_keys or GateKeys(gate_jwks_path(settings))
         self.origin = origin or (signer.name if signer else notary_origin(settings))
         self.codec = codec or default_codec()
         require_log_index(self.codec)
@@ -76,7 +87,8 @@ class NotaryService:
         self.dedupe_window = dedupe_window
         self.max_checkpoints = max_checkpoints
         self.topics = {
-            name: settings.topic(name) for name in ("lineage", LOG_TOPIC, CHECKPOINT_TOPIC)
+            name: settings.topic(name)
+            for name in ("lineage", LOG_TOPIC, CHECKPOINT_TOPIC, "rejected")
         }
         self.group_id = f"{settings.group_id}-notary"
         self.ready = threading.Event()
@@ -147,6 +159,7 @@ class NotaryService:
             dedupe_window=self.dedupe_window,
             max_checkpoints=self.max_checkpoints,
             fetch=self.fetcher,
+            gate_keys=self.gate_keys,
         )
 
     def _restore(self) -> NotaryLog:
@@ -240,13 +253,17 @@ class NotaryService:
         log_topic = self.topics[LOG_TOPIC]
         records: list[Record] = []
         for message in messages:
-            timestamp = message.timestamp()[1]
-            linked = notary_log.append(
-                message.value(),
-                source=f"{message.topic()}/{message.partition()}@{message.offset()}",
-                timestamp_ms=max(timestamp, 0),
+            source = SourcePosition(
+                str(message.topic()), message.partition() or 0, message.offset() or 0
             )
-            if linked is not None:
+            kind, timestamp = message.timestamp()
+            appended_at = timestamp if kind == TIMESTAMP_LOG_APPEND_TIME else None
+            linked = notary_log.append(
+                message.value(), source=str(source), appended_at_ms=appended_at
+            )
+            if isinstance(linked, Refusal):
+                records.append(self._refused(message, source, linked))
+            elif linked is not None:
                 records.append(
                     Record(log_topic, linked.key, linked.value, 0, notary_log.on_delivery(linked))
                 )
@@ -258,6 +275,19 @@ class NotaryService:
                 Record(self.topics[CHECKPOINT_TOPIC], self.origin.encode(), due[1].encode(), 0)
             )
         return records
+
+    def _refused(self, message: Message, source: SourcePosition, refusal: Refusal) -> Record:
+        record = rejection_record(
+            source,
+            message.key(),
+            message.value(),
+            code=refusal.code,
+            reason=refusal.reason,
+            now_ms=time.time_ns() // 1_000_000,
+            worker="notary",
+        )
+        value = self.codec.encode("Rejection", record)
+        return Record(self.topics["rejected"], message.key(), value)
 
     def _committed(self, messages: list[Message]) -> None:
         assert self.log is not None  # noqa: S101 - set by run() before the loop

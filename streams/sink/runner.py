@@ -24,10 +24,12 @@ from sinks.clickhouse import TOPIC_RECORDS, checkpoint_from_note, map_record
 from streams import kafka
 from streams.codec import Codec, DecodeError, default_codec
 from streams.config import Settings
+from streams.gatekeys import GateKeys, gate_jwks_path
 from streams.kafka import FillWithin, Record, RetryBatch, TransactionalLoop
 from streams.sink.config import SINK_TOPICS, SinkConfig
 from streams.sink.exceptions import SinkRunError
 from streams.sink.metrics import SinkMetrics
+from streams.sink.verify import RecordVerifier
 
 __all__ = ["SinkRunner"]
 
@@ -50,8 +52,10 @@ class SinkRunner:
         codec: Codec | None = None,
         metrics: SinkMetrics | None = None,
         fault_exit_after_flushes: int | None = None,
+        gate_keys: GateKeys | None = None,
     ) -> None:
         self.settings = settings
+        self.verifier = RecordVerifier(gate_keys or GateKeys(gate_jwks_path(settings)))
         self.sink = sink
         self.config = config
         self.codec = codec or default_codec()
@@ -207,6 +211,7 @@ class SinkRunner:
                 self.sink.add("checkpoints", checkpoint_from_note(value, timestamp_ms))
                 return "checkpoints"
             record = self.codec.decode(value, expected)
+            self.verifier.check(topic, record)
             table, row = map_record(topic, record, partition=partition, offset=offset)
             self.sink.add(table, row)
         except (DecodeError, MappingError) as exc:

@@ -21,6 +21,7 @@ from processors.records import (
     Decision,
     LayerVerdict,
     LineageEvent,
+    LineageVerdict,
     Rejection,
     SourcePosition,
     Store,
@@ -61,7 +62,12 @@ def _python_type(avro_type: Any) -> str:
         return "str"
     if kind == "array":
         items = avro_type["items"]
-        item = "LayerVerdict" if isinstance(items, dict) else _python_type(items)
+        # nested records: LineageVerdict in lineage events, LayerVerdict elsewhere
+        item = (
+            ("LineageVerdict" if items["name"] == "LineageVerdict" else "LayerVerdict")
+            if isinstance(items, dict)
+            else _python_type(items)
+        )
         return f"tuple[{item}, ...]"
     if kind == "map":
         return f"Mapping[str, {_python_type(avro_type['values'])}]"
@@ -91,6 +97,12 @@ def test_the_layer_verdict_has_the_avro_fields():
     decision = {f["name"]: f for f in _avro_fields(STORED_RECORDS[1])}
     nested = decision["verdicts"]["type"]["items"]["fields"]
     assert [f["name"] for f in nested] == [f.name for f in _fields(LayerVerdict)]
+
+
+def test_the_lineage_verdict_has_the_avro_fields():
+    event = {f["name"]: f for f in _avro_fields(LineageEvent)}
+    nested = event["verdicts"]["type"]["items"]["fields"]
+    assert [f["name"] for f in nested] == [f.name for f in _fields(LineageVerdict)]
 
 
 @pytest.fixture(scope="module")
@@ -132,9 +144,8 @@ def test_a_column_is_nullable_exactly_when_its_field_may_be_null(record_type, de
         for column in columns_of_field(field):
             nullable = columns[column]["type"].startswith("Nullable(")
             if how in {Store.HASH, Store.LOG_INDEX}:
-                # required of every row the sink writes; rows stored before migration 008
-                # (from the unlinked `lineage`) have none
-                assert nullable, column
+                # null on the `lineage` topic, required of every row the sink stores
+                assert not nullable, column
             else:
                 assert nullable == may_be_null, (record_type.__name__, column)
 

@@ -16,6 +16,8 @@ from typing import Any
 
 import pytest
 
+from processors.crypto.keys import KeyEntry, Keyset, generate_signing_key
+from processors.log.attest import sign_event, verify_event_signature
 from processors.log.chain import leaf_bytes, link, verify_event_hash
 from processors.records import LineageEvent
 from sinks.base import MappingError, MigrationError, QueryError, SinkError, SinkUnavailableError
@@ -66,18 +68,40 @@ def avro(name: str, record: dict[str, Any]) -> dict[str, Any]:
     return codec.decode(codec.encode(name, record), name)
 
 
+GATE_KEY = generate_signing_key()
+GATE_KEYSET = Keyset([KeyEntry(GATE_KEY.kid, GATE_KEY.public_key)])
+
+
+def lineage_verdicts(*layers: tuple[str, int]) -> list[dict[str, Any]]:
+    """The verdicts inside an intent's decision event: (layer, duration_us) pairs."""
+    return [
+        {
+            "layer": layer,
+            "status": "ALLOW",
+            "reasons": [],
+            "evidence": {"checked": layer},
+            "duration_us": us,
+        }
+        for layer, us in layers
+    ]
+
+
 def lineage(
     event_id: str,
     *,
     intent_id: str | None = "i-1",
     agent_id: str | None = "billing",
-    stage: str = "decode",
-    event_type: str = "intent.received",
-    status: str = "ok",
+    stage: str = "enforcement",
+    event_type: str = "intent.approved",
+    status: str = "approved",
     at: int = HOUR_10,
     attributes: dict[str, str] | None = None,
+    verdicts: list[dict[str, Any]] | None = None,
+    reasons: list[str] | None = None,
+    worker: str = "w-1",
 ) -> dict[str, Any]:
-    """A linked event as the notary writes it to lineage-log (the next in a test log)."""
+    """A linked event as the notary writes it to lineage-log (the next in a test log):
+    signed by the gate, then given its log index and hashes."""
     event = {
         "event_id": event_id,
         "intent_id": intent_id,
@@ -85,12 +109,16 @@ def lineage(
         "stage": stage,
         "event_type": event_type,
         "status": status,
-        "reasons": [],
+        "reasons": reasons or [],
         "attributes": attributes or {},
         "occurred_at_ms": at,
-        "worker": "w-1",
+        "worker": worker,
+        "verdicts": verdicts or [],
+        "signer": None,
+        "signature": None,
         "log_index": _LOG["size"],
     }
+    sign_event(event, GATE_KEY)
     linked = link(event, _LOG["head"])
     _LOG["size"] += 1
     _LOG["head"] = linked["event_hash"]
@@ -209,43 +237,29 @@ def workload() -> list[tuple[str, dict[str, Any]]]:
     records.append(("outcomes", outcome("o-2", "ap-2", "FAILED")))
     records.append(("outcomes", outcome("o-3", "ap-ghost")))
     records.append(("rejected", rejection("rej-1", "not_avro")))
-    # 101 intents with lineage: layers take i*10 us, decode -> enforcement takes i ms
+    # 101 intents with lineage: one decision event each, its layers taking i*10 us, and
+    # the execution the executor reported i ms later (an event without verdicts)
     for i in range(101):
         intent, start = f"i-{i:03d}", HOUR_10 + i * 1000
         common = {"intent_id": intent, "agent_id": "billing"}
         records += [
-            ("lineage-log", lineage(f"ev-{i}-decode", at=start, **common)),
             (
                 "lineage-log",
                 lineage(
-                    f"ev-{i}-freshness",
-                    stage="freshness",
-                    event_type="layer.verdict",
-                    status="ALLOW",
+                    f"ev-{i}-decision",
                     at=start,
-                    attributes={"duration_us": str(i * 4)},
+                    verdicts=lineage_verdicts(("freshness", i * 4), ("allowlist", i * 6)),
+                    attributes={"topic": "approved"},
                     **common,
                 ),
             ),
             (
                 "lineage-log",
                 lineage(
-                    f"ev-{i}-allowlist",
-                    stage="allowlist",
-                    event_type="layer.verdict",
-                    status="ALLOW",
-                    at=start,
-                    attributes={"duration_us": str(i * 6)},
-                    **common,
-                ),
-            ),
-            (
-                "lineage-log",
-                lineage(
-                    f"ev-{i}-enforcement",
-                    stage="enforcement",
-                    event_type="intent.approved",
-                    status="approved",
+                    f"ev-{i}-execution",
+                    stage="execution",
+                    event_type="execution.reported",
+                    status="EXECUTED",
                     at=start + i,
                     **common,
                 ),
@@ -254,7 +268,7 @@ def workload() -> list[tuple[str, dict[str, Any]]]:
     return records
 
 
-LINEAGE_EVENTS = 101 * 4
+LINEAGE_EVENTS = 101 * 2
 NEWEST_EVENT_MS = HOUR_10 + 100 * 1000 + 100
 
 
@@ -287,6 +301,8 @@ def test_migrations_are_applied_once_and_recorded(open_store, tmp_path):
     tables = {row[0] for row in again.query("SHOW TABLES").rows}
     assert {spec.storage for spec in TABLES.values()} | set(TABLES) <= tables
     assert {"intent_decisions", "intent_latency", "schema_migrations"} <= tables
+    assert {"lineage_log", "lineage_id_conflicts"} <= tables
+    assert TABLES["lineage_events"].storage == "lineage_log"
 
 
 def test_every_column_a_row_can_give_exists_in_its_table(store):
@@ -365,9 +381,30 @@ def test_rows_of_every_topic_are_stored_and_read_back(store):
     rej = store.query("SELECT key, value_prefix_hex, reason_code FROM rejections").rows
     assert rej == [("billing\\xff", "c30100", "not_avro")]
     event = store.query(
-        "SELECT attributes, occurred_at_ms FROM lineage_events WHERE event_id = 'ev-7-freshness'"
+        "SELECT stage, event_type, status, attributes, occurred_at_ms, verdict_layers, "
+        "verdict_statuses, verdict_reasons, verdict_durations_us, verdict_evidence, signer "
+        "FROM lineage_events WHERE event_id = 'ev-7-decision'"
     )
-    assert event.rows == [({"duration_us": "28"}, HOUR_10 + 7000)]
+    assert event.rows == [
+        (
+            "enforcement",
+            "intent.approved",
+            "approved",
+            {"topic": "approved"},
+            HOUR_10 + 7000,
+            ["freshness", "allowlist"],
+            ["ALLOW", "ALLOW"],
+            [[], []],
+            [28, 42],
+            [{"checked": "freshness"}, {"checked": "allowlist"}],
+            GATE_KEY.kid,
+        )
+    ]
+    execution = store.query(
+        "SELECT verdict_layers, verdict_evidence FROM lineage_events "
+        "WHERE event_id = 'ev-7-execution'"
+    )
+    assert execution.rows == [([], [])]
 
 
 def test_a_redelivered_batch_is_never_counted_twice(store):
@@ -375,7 +412,7 @@ def test_a_redelivered_batch_is_never_counted_twice(store):
     load(store, records)
     load(store, records)  # the same batch again: dropped by its deduplication token
     load(store, records, batch=37)  # the same records in other batches: merged by key
-    raw = store.query("SELECT count() FROM lineage_events_raw").scalar()
+    raw = store.query("SELECT count() FROM lineage_log").scalar()
     assert raw >= LINEAGE_EVENTS
     assert store.count("lineage_events") == LINEAGE_EVENTS
     dupes = store.query(
@@ -395,7 +432,7 @@ def test_the_same_block_flushed_twice_is_dropped_at_insert(store):
     for _ in range(3):
         store.add(table, row)
         store.flush()
-    assert store.query("SELECT count() FROM lineage_events_raw").scalar() == 1
+    assert store.query("SELECT count() FROM lineage_log").scalar() == 1
 
 
 def test_discard_drops_buffered_rows(store):
@@ -470,6 +507,14 @@ def test_an_intent_held_for_review_keeps_both_decisions_and_ends_where_it_ended(
         ),
         ("outcomes", {**outcome("o", "a"), "reported_at_ms": "soon"}, None, "invalid_field", "not"),
         ("approved", {**approval("a", "b", 0), "verdicts": [{}]}, None, "invalid_field", "verdict"),
+        ("lineage-log", {**lineage("x"), "verdicts": [{}]}, None, "invalid_field", "verdict"),
+        (
+            "lineage-log",
+            {**lineage("x"), "verdicts": [{**lineage_verdicts(("a", 1))[0], "duration_us": "x"}]},
+            None,
+            "invalid_field",
+            "verdict",
+        ),
         ("denied", {"decision_id": "d"}, None, "invalid_field", "Decision record is malformed"),
     ],
 )
@@ -502,8 +547,34 @@ def test_only_linked_lineage_is_stored(topic, record, match):
         map_record(topic, record)
 
 
-def test_a_stored_lineage_row_gives_back_the_linked_event_and_its_merkle_leaf(store):
-    events = [lineage("p-1", intent_id=None, agent_id=None), lineage("p-2")]
+def test_a_stored_lineage_row_gives_back_the_signed_linked_event_and_its_merkle_leaf(store):
+    events = [
+        lineage(
+            "p-1",
+            intent_id=None,
+            agent_id=None,
+            stage="decode",
+            event_type="input.rejected",
+            status="not_avro",
+            reasons=["not Avro"],
+        ),
+        lineage(
+            "p-2",
+            verdicts=[
+                {
+                    "layer": "policy",
+                    "status": "REVIEW",
+                    "reasons": ["over limit", "needs a person"],
+                    "evidence": {"policy": "payments", "limit": "1000"},
+                    "duration_us": 75,
+                },
+                *lineage_verdicts(("freshness", 3)),
+            ],
+            status="review",
+            event_type="intent.review",
+            reasons=["needs a person"],
+        ),
+    ]
     load(store, [("lineage-log", e) for e in events])
     rows = store.query(
         "SELECT * FROM lineage_events WHERE event_id IN ('p-1', 'p-2') ORDER BY log_index"
@@ -513,6 +584,7 @@ def test_a_stored_lineage_row_gives_back_the_linked_event_and_its_merkle_leaf(st
         rebuilt = LineageEvent.from_row(row).to_record()
         assert rebuilt == event
         verify_event_hash(rebuilt)
+        assert verify_event_signature(rebuilt, GATE_KEYSET) == GATE_KEY.kid
         assert leaf_bytes(rebuilt) == leaf_bytes(event)
     unlinked_rows = (
         "SELECT count() FROM lineage_events WHERE event_hash IS NULL OR log_index IS NULL"
@@ -520,35 +592,112 @@ def test_a_stored_lineage_row_gives_back_the_linked_event_and_its_merkle_leaf(st
     assert store.query(unlinked_rows).scalar() == 0
 
 
-def test_migration_008_adds_log_index_and_linked_rows_replace_unlinked_ones(tmp_path):
-    before = tmp_path / "sql-007"
-    before.mkdir()
+def _migrations_up_to(tmp_path: Path, last: int) -> Path:
+    folder = tmp_path / f"sql-{last:03d}"
+    folder.mkdir()
     for path in SQL_DIR.glob("*.sql"):
-        if int(path.name[:3]) <= 7:
-            shutil.copy(path, before / path.name)
-    old = ClickHouseSink(path=tmp_path / "store", migrations_dir=before)
-    old.setup()
-    event = lineage("upgraded")
-    old.query(  # a row the pre-008 sink wrote from `lineage`: no hashes
-        "INSERT INTO lineage_events_raw (event_id, intent_id, agent_id, stage, event_type, "
-        "status, reasons, attributes, occurred_at_ms, worker) VALUES ('upgraded', 'i-1', "
-        "'billing', 'decode', 'intent.received', 'ok', [], map(), 1735725600000, 'w-1')",
-        readonly=False,
+        if int(path.name[:3]) <= last:
+            shutil.copy(path, folder / path.name)
+    return folder
+
+
+_OLD_ROW = (
+    "INSERT INTO lineage_events_raw (event_id, intent_id, agent_id, stage, event_type, "
+    "status, reasons, attributes, occurred_at_ms, worker{linked_columns}) VALUES ('{event_id}', "
+    "'i-1', 'billing', 'decode', 'intent.received', 'ok', [], map('source', 'intents/0@1'), "
+    "1735725600000, 'w-1'{linked_values})"
+)
+
+
+def _old_row(event_id: str, *, log_index: int | None = None, event_hash: str = "") -> str:
+    """A row an older sink wrote: unlinked (from `lineage`, before 008) or linked."""
+    if log_index is None:
+        return _OLD_ROW.format(event_id=event_id, linked_columns="", linked_values="")
+    return _OLD_ROW.format(
+        event_id=event_id,
+        linked_columns=", prev_hash, event_hash, log_index",
+        linked_values=f", NULL, '{event_hash}', {log_index}",
     )
+
+
+def test_migrations_008_and_009_upgrade_a_store_of_unlinked_rows(tmp_path):
+    old = ClickHouseSink(path=tmp_path / "store", migrations_dir=_migrations_up_to(tmp_path, 7))
+    old.setup()
+    old.query(_old_row("upgraded"), readonly=False)  # the pre-008 sink's row: no hashes
     old.close()
 
     store = ClickHouseSink(path=tmp_path / "store")
     store.setup()
     try:
-        assert store.applied == ["008_provable_lineage.sql"]
-        assert store.query("SELECT log_index, event_hash FROM lineage_events").rows == [
-            (None, None)
-        ]
-        load(store, [("lineage-log", event)])  # the sink re-reads lineage-log from the start
-        rows = store.query("SELECT event_hash, log_index FROM lineage_events").rows
-        assert rows == [(event["event_hash"], event["log_index"])]
+        assert store.applied == ["008_provable_lineage.sql", "009_signed_lineage.sql"]
+        # a row without a log position proves nothing: it stays in the old table only
+        assert store.count("lineage_events") == 0
+        assert store.query("SELECT count() FROM lineage_events_raw").scalar() == 1
+        event = lineage("upgraded")
+        load(store, [("lineage-log", event)])  # the sink stores what the notary logged
+        rows = store.query("SELECT event_hash, log_index, signer FROM lineage_events").rows
+        assert rows == [(event["event_hash"], event["log_index"], GATE_KEY.kid)]
     finally:
         store.close()
+
+
+def test_migration_009_starts_a_new_signed_log_and_keeps_the_old_rows_apart(tmp_path):
+    old = ClickHouseSink(path=tmp_path / "store", migrations_dir=_migrations_up_to(tmp_path, 8))
+    old.setup()
+    linked_hash = "sha256:" + "1" * 64
+    for statement in (
+        _old_row("linked-0", log_index=0, event_hash=linked_hash),
+        _old_row("never-logged"),
+    ):
+        old.query(statement, readonly=False)
+    old.close()
+
+    store = ClickHouseSink(path=tmp_path / "store")
+    store.setup()
+    try:
+        assert store.applied == ["009_signed_lineage.sql"]
+        # the unsigned events of the previous log stay where they were, for reference
+        assert store.query("SELECT count() FROM lineage_events").scalar() == 0
+        assert store.query("SELECT count() FROM lineage_events_raw FINAL").scalar() == 2
+        # signed events the sink stores next are rows of their own, at their positions
+        event = lineage("after-009")
+        load(store, [("lineage-log", event)])
+        load(store, [("lineage-log", event)])
+        indexes = store.query("SELECT log_index FROM lineage_events ORDER BY log_index").rows
+        assert indexes == [(event["log_index"],)]
+    finally:
+        store.close()
+
+
+def test_a_reused_event_id_with_other_content_is_two_rows_and_a_conflict(store):
+    first = lineage("reused", at=HOUR_10, status="approved")
+    other = lineage("reused", at=HOUR_10 + 5, status="denied", worker="w-2")
+    alone = lineage("alone")
+    records = [("lineage-log", e) for e in (first, other, alone)]
+    load(store, records)
+    load(store, records, batch=1)  # redelivered: still one row per log position
+    rows = store.query(
+        "SELECT log_index, status, worker FROM lineage_events WHERE event_id = 'reused' "
+        "ORDER BY log_index"
+    ).rows
+    assert rows == [
+        (first["log_index"], "approved", "w-1"),
+        (other["log_index"], "denied", "w-2"),
+    ]
+    conflicts = store.query(
+        "SELECT event_id, versions, arraySort(log_indexes), arraySort(workers), signers "
+        "FROM lineage_id_conflicts"
+    ).rows
+    assert conflicts == [
+        (
+            "reused",
+            2,
+            [first["log_index"], other["log_index"]],
+            ["w-1", "w-2"],
+            [GATE_KEY.kid, GATE_KEY.kid],
+        )
+    ]
+    assert store.count("lineage_events") == 3
 
 
 # -- the analytics queries ------------------------------------------------------------
@@ -588,11 +737,66 @@ def test_top_denial_reasons(store):
 
 def test_decision_latency_percentiles(store):
     load(store, workload())
-    row = run_named_query(store, "decision_latency").dicts()[0]
-    # 101 intents: layers took 0, 10, ..., 1000 us; decode -> enforcement 0 .. 100 ms
+    result = run_named_query(store, "decision_latency")
+    assert result.columns == ("intents", "p50_layers_us", "p99_layers_us", "max_layers_us")
+    row = result.dicts()[0]
+    # 101 intents: layers took 0, 10, ..., 1000 us (execution events carry no verdicts)
     assert row["intents"] == 101
     assert (row["p50_layers_us"], row["p99_layers_us"], row["max_layers_us"]) == (500, 990, 1000)
-    assert (row["p50_span_ms"], row["p99_span_ms"], row["max_span_ms"]) == (50, 99, 100)
+
+
+def test_intent_latency_is_read_from_each_intent_s_decision_event(store):
+    load(store, workload())
+    load(
+        store,
+        [
+            (
+                "lineage-log",
+                lineage(
+                    "held",
+                    intent_id="i-held",
+                    agent_id="support",
+                    event_type="intent.review",
+                    status="review",
+                    at=HOUR_11,
+                    verdicts=lineage_verdicts(("freshness", 5), ("policy", 20)),
+                ),
+            ),
+            (
+                "lineage-log",
+                lineage(
+                    "held-answered",
+                    intent_id="i-held",
+                    agent_id="support",
+                    stage="review",
+                    event_type="review.resolved",
+                    status="denied",
+                    at=HOUR_11 + 60_000,
+                    verdicts=lineage_verdicts(("review", 7)),
+                ),
+            ),
+            ("lineage-log", lineage("anomaly", intent_id="i-odd", stage="anomaly")),
+        ],
+    )
+    result = store.query("SELECT * FROM intent_latency ORDER BY intent_id")
+    assert result.columns == ("intent_id", "agent_id", "decided_at_ms", "layers_us", "outcome")
+    rows = {r["intent_id"]: r for r in result.dicts()}
+    assert len(rows) == 102, "the 101 decided intents and the held one, not the anomaly"
+    assert rows["i-007"] == {
+        "intent_id": "i-007",
+        "agent_id": "billing",
+        "decided_at_ms": HOUR_10 + 7000,
+        "layers_us": 70,
+        "outcome": "approved",
+    }
+    # held for review: both decisions count, the last one is the outcome
+    assert rows["i-held"] == {
+        "intent_id": "i-held",
+        "agent_id": "support",
+        "decided_at_ms": HOUR_11,
+        "layers_us": 32,
+        "outcome": "denied",
+    }
 
 
 def test_anomalies_per_scenario_is_empty_without_anomaly_events(store):
@@ -702,23 +906,28 @@ def test_every_named_query_runs_on_an_empty_store(store):
 
 def test_queries_are_read_only_at_two_levels(store):
     with pytest.raises(SqlGuardError, match="INSERT"):
-        store.query("INSERT INTO lineage_events_raw (event_id) VALUES ('x')")
+        store.query("INSERT INTO lineage_log (event_id) VALUES ('x')")
     # below the guard, ClickHouse itself refuses: readonly=1 is set on the connection
     backend = store._backend
     assert backend is not None
-    with pytest.raises(QueryError) as caught:
+    with pytest.raises(SqlGuardError, match="CREATE"):
         backend.select("CREATE TABLE sneaky (a Int8) ENGINE = Memory", {}, readonly=True)
+    with backend.reader() as run, pytest.raises(QueryError) as caught:
+        run("CREATE TABLE sneaky (a Int8) ENGINE = Memory", {})
     assert caught.value.code == 164
     assert store.count("lineage_events") == 0
 
 
 def test_query_errors_carry_the_clickhouse_code_and_a_hint(store):
-    with pytest.raises(QueryError) as caught:
+    with pytest.raises(SqlGuardError, match="no_such_table") as refused:
         store.query("SELECT * FROM no_such_table")
-    assert caught.value.code == 60
-    assert "SHOW TABLES" in (caught.value.hint or "")
+    assert "SHOW TABLES" in (refused.value.hint or "")
     with pytest.raises(QueryError) as caught:
-        store.query("SELECT number FROM system.numbers LIMIT 200001")
+        store.query("SELECT no_such_column FROM decisions")
+    assert caught.value.code == 47
+    assert "DESCRIBE" in (caught.value.hint or "")
+    with pytest.raises(QueryError) as caught:
+        store.query("SELECT number FROM numbers(200001)")
     assert caught.value.code == 396
 
 
@@ -800,8 +1009,11 @@ def test_the_clickhouse_connect_backend_gives_the_same_answers(tmp_path):
             load(store, records)
             load(store, records, batch=50)
             answers.append({name: run_named_query(store, name).rows for name in named_queries()})
-            with pytest.raises(QueryError) as caught:
-                store._backend.select("DROP TABLE decisions_raw", {}, readonly=True)  # type: ignore[union-attr]
+            assert store._backend is not None
+            with pytest.raises(SqlGuardError, match="DROP"):
+                store._backend.select("DROP TABLE decisions_raw", {}, readonly=True)
+            with store._backend.reader() as run, pytest.raises(QueryError) as caught:
+                run("DROP TABLE decisions_raw", {})
             assert caught.value.code == 164
         finally:
             store.close()
@@ -841,28 +1053,45 @@ def test_the_sql_endpoint_answers_reads_and_refuses_writes(store):
     from streams.sink import QueryServer, SinkQueryClient
 
     load(store, workload())
+    from streams.httpauth import AuthenticationError
+
     server = QueryServer(store, "127.0.0.1", 0).start()
     try:
-        client = SinkQueryClient(f"http://127.0.0.1:{server.port}")
+        # the token is in <state_dir>/sink/sql.token, next to the chDB folder, mode 0600
+        assert store.path is not None
+        token_file = store.path.parent / "sink" / "sql.token"
+        assert server.token.path == token_file and token_file.stat().st_mode & 0o777 == 0o600
+        client = SinkQueryClient(f"http://127.0.0.1:{server.port}", token_file=token_file)
         assert client.health() == {"ready": True}
+        anonymous = SinkQueryClient(f"http://127.0.0.1:{server.port}")
+        assert anonymous.health() == {"ready": True}  # health needs no token; queries do
+        with pytest.raises(AuthenticationError, match="Bearer"):
+            anonymous.query("SELECT 1")
         result = client.query(
             "SELECT count() AS n FROM decisions WHERE agent_id = {a:String}", {"a": "support"}
         )
         assert result.columns == ("n",) and result.rows == [(4,)]
         event = client.query(
-            "SELECT attributes FROM lineage_events WHERE event_id = 'ev-3-allowlist'"
+            "SELECT verdict_durations_us, verdict_evidence FROM lineage_events "
+            "WHERE event_id = 'ev-3-decision'"
         )
-        assert event.rows == [({"duration_us": "18"},)]
+        assert event.rows == [([12, 18], [{"checked": "freshness"}, {"checked": "allowlist"}])]
         with pytest.raises(SqlGuardError, match="DROP"):
             client.query("DROP TABLE decisions_raw")
-        with pytest.raises(QueryError) as caught:
+        with pytest.raises(SqlGuardError, match="nowhere") as caught:
             client.query("SELECT * FROM nowhere")
-        assert caught.value.code == 60 and caught.value.hint
+        assert caught.value.hint
+        with pytest.raises(QueryError) as failed:
+            client.query("SELECT nothing FROM decisions")
+        assert failed.value.code == 47 and failed.value.hint
         with pytest.raises(SqlGuardError, match="only reads"):
             client.query("SELECT 1", readonly=False)
         # a browser cannot post a simple form to it: JSON only
         plain = urllib.request.Request(
-            f"http://127.0.0.1:{server.port}/sql", data=b"SELECT 1", method="POST"
+            f"http://127.0.0.1:{server.port}/sql",
+            data=b"SELECT 1",
+            method="POST",
+            headers={"Authorization": f"Bearer {token_file.read_text().strip()}"},
         )
         with pytest.raises(urllib.error.HTTPError) as refused:
             urllib.request.urlopen(plain, timeout=5)  # noqa: S310 - loopback
@@ -954,3 +1183,8 @@ def test_trustplane_sql_without_a_store_says_to_run_the_sink(tmp_path, monkeypat
     done = CliRunner().invoke(sql_cli.app, ["sql", "SELECT 1"])
     assert isinstance(done.exception, SinkUnavailableError)
     assert "trustplane sink" in (done.exception.hint or "")
+
+
+def test_a_text_parameter_reaches_the_query_exactly(store):
+    value = "back\\slash\nnew line\ttab"
+    assert store.query("SELECT {v:String} AS v", {"v": value}).rows == [(value,)]

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 from processors.approval import ApprovalSigner, KeyringEntry, SigningKeyring, verify_approval
 from processors.crypto.keys import Keyset, generate_signing_key
 from processors.intent import Intent
+from processors.log.attest import LineageSignatureError, verify_event_signature
 from processors.pipeline import Pipeline
 from processors.records import SourcePosition
 from processors.verdict import GateState, Verdict
@@ -40,6 +41,7 @@ ALLOWLIST = {
 }
 TIMESTAMP_FIELDS = frozenset(
     {"issued_at_ms", "expires_at_ms", "decided_at_ms", "rejected_at_ms", "occurred_at_ms"}
+    | {"signature"}  # a lineage signature covers occurred_at_ms
 )
 
 CODEC = default_codec()
@@ -122,26 +124,46 @@ def test_allowed_intent_is_approved_with_an_in_toto_statement() -> None:
     assert statement["predicate"]["agentId"] == "billing-agent"
 
 
-def test_approved_intent_has_lineage_for_decode_authorization_and_enforcement() -> None:
+def test_approved_intent_has_one_signed_lineage_event_with_every_verdict() -> None:
     value = encode_intent()
     outputs = make_gate().process(b"billing-agent", value, SOURCE)
 
     assert all(o.key == b"billing-agent" for o in outputs)
-    events = lineage(outputs)
-    assert [(e["stage"], e["event_type"], e["status"]) for e in events] == [
-        ("decode", "intent.received", "ok"),
-        ("authorization", "layer.verdict", "ALLOW"),
-        ("enforcement", "intent.approved", "approved"),
-    ]
-    for event in events:
-        assert event["intent_id"] == "intent-1"
-        assert event["agent_id"] == "billing-agent"
-        assert event["worker"] == "w1"
-        assert event["occurred_at_ms"] == NOW_MS
-    assert events[0]["attributes"]["source"] == "intents/3@41"
-    assert events[0]["attributes"]["intent_digest"] == sha256(value)
-    assert events[2]["attributes"]["topic"] == "approved"
-    assert len({e["event_id"] for e in events}) == len(events)
+    (event,) = lineage(outputs)
+    assert (event["stage"], event["event_type"], event["status"]) == (
+        "enforcement",
+        "intent.approved",
+        "approved",
+    )
+    assert event["intent_id"] == "intent-1"
+    assert event["agent_id"] == "billing-agent"
+    assert event["worker"] == "w1"
+    assert event["occurred_at_ms"] == NOW_MS
+    assert event["attributes"]["source"] == "intents/3@41"
+    assert event["attributes"]["intent_digest"] == sha256(value)
+    assert event["attributes"]["topic"] == "approved"
+    assert [(v["layer"], v["status"]) for v in event["verdicts"]] == [("authorization", "ALLOW")]
+    # signed by the gate's approval key, and the approval names this event
+    assert event["signer"] == KEYRING.signing_key(NOW_MS).kid
+    assert verify_event_signature(event, KEYRING.public_keyset()) == event["signer"]
+    approval = CODEC.decode(only_outcome(outputs).value, "Approval")
+    statement = json.loads(base64.b64decode(json.loads(approval["envelope"])["payload"]))
+    assert statement["predicate"]["lineage"]["eventId"] == event["event_id"]
+
+
+def test_a_lineage_event_changed_after_signing_does_not_verify() -> None:
+    (event,) = lineage(make_gate().process(b"billing-agent", encode_intent(), SOURCE))
+    forged = {**event, "status": "denied"}
+    with pytest.raises(LineageSignatureError):
+        verify_event_signature(forged, KEYRING.public_keyset())
+
+
+def test_a_replayed_intent_gets_a_lineage_event_of_its_own() -> None:
+    gate = make_gate()
+    value = encode_intent()
+    (first,) = lineage(gate.process(b"billing-agent", value, SOURCE))
+    (again,) = lineage(gate.process(b"billing-agent", value, SourcePosition("intents", 3, 99)))
+    assert first["event_id"] != again["event_id"]
 
 
 # --- denied / review --------------------------------------------------------------
@@ -170,12 +192,10 @@ def test_intent_outside_the_allow_list_is_denied_with_the_reason(
     assert len(decision["reasons"]) == 1
     assert decision["reasons"][0].startswith("authorization: ")
     assert reason in decision["reasons"][0]
-    events = lineage(outputs)
-    assert [(e["stage"], e["status"]) for e in events] == [
-        ("decode", "ok"),
-        ("authorization", "DENY"),
-        ("enforcement", "denied"),
-    ]
+    (event,) = lineage(outputs)
+    assert (event["stage"], event["status"]) == ("enforcement", "denied")
+    assert [(v["layer"], v["status"]) for v in event["verdicts"]] == [("authorization", "DENY")]
+    assert event["reasons"] == decision["reasons"]
     assert all(o.key == agent.encode() for o in outputs)
 
 
@@ -393,7 +413,11 @@ def test_same_bad_bytes_at_two_offsets_are_two_rejections() -> None:
 def test_two_different_intents_get_different_ids() -> None:
     gate = make_gate()
     one = _decoded(gate.process(b"billing-agent", encode_intent(), SOURCE))
-    two = _decoded(gate.process(b"billing-agent", encode_intent(intent_id="intent-2"), SOURCE))
+    two = _decoded(
+        gate.process(
+            b"billing-agent", encode_intent(intent_id="intent-2"), SourcePosition("intents", 3, 42)
+        )
+    )
     assert one[0][2]["approval_id"] != two[0][2]["approval_id"]
     assert {r["event_id"] for _, _, r in one[1:]}.isdisjoint(r["event_id"] for _, _, r in two[1:])
 
@@ -450,11 +474,9 @@ def test_approval_that_cannot_be_encoded_is_denied_not_dropped() -> None:
     assert reason.startswith("internal error: ")
     assert "disk on fire" in reason
     assert "fail closed" in reason
-    events = lineage(outputs)
-    assert [(e["stage"], e["status"]) for e in events] == [
-        ("decode", "ok"),
-        ("enforcement", "denied"),
-    ]
+    (event,) = lineage(outputs)
+    assert (event["stage"], event["status"]) == ("enforcement", "denied")
+    assert event["signature"]
     registry = gate.metrics.registry
     assert registry.get_sample_value("trustplane_intents_total", {"outcome": "denied"}) == 1.0
     assert registry.get_sample_value("trustplane_intents_total", {"outcome": "approved"}) in (
@@ -638,8 +660,8 @@ def test_rejections_are_counted_by_reason_code() -> None:
         )
         == 1.0
     )
-    # 7 rejections x 1 event + 2 decided intents x 3 events.
-    assert registry.get_sample_value("trustplane_lineage_events_total") == 13.0
+    # 7 rejections x 1 event + 2 decided intents x 1 event.
+    assert registry.get_sample_value("trustplane_lineage_events_total") == 9.0
 
 
 # --- reported executions ---------------------------------------------------------------

@@ -1,8 +1,11 @@
-"""The notary service without Kafka: linking and producing, redelivery, restore,
-the proof endpoint and the proof CLI (which must verify, not believe)."""
+"""The notary service without Kafka: linking and producing, redelivery, refusing what a
+gate did not sign, restore, the proof endpoint and the proof CLI (which must verify, not
+believe)."""
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import json
 import shutil
 import threading
@@ -12,13 +15,22 @@ from typing import Any
 
 import pytest
 import typer
+from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME
 from typer.testing import CliRunner
 
-from processors.crypto.keys import KeyFileError, generate_signing_key
+from processors.crypto.keys import (
+    KeyEntry,
+    KeyFileError,
+    Keyset,
+    SigningKey,
+    generate_signing_key,
+)
 from processors.exceptions import ConfigError
-from processors.log.chain import ChainError, leaf_bytes, link, verify_chain
+from processors.log.attest import sign_event, verify_event_signature
+from processors.log.chain import ChainError, leaf_bytes, link, verify_chain, verify_event_hash
 from processors.log.checkpoint import CheckpointError, NoteSigner, verify_checkpoint
-from processors.log.merkle import MerkleLog, ProofError
+from processors.log.merkle import MerkleLog, ProofError, leaf_hash
+from processors.records import LineageEvent
 from streams.cli.proof import (
     NotaryClient,
     ProofClientError,
@@ -30,17 +42,20 @@ from streams.cli.proof import (
 )
 from streams.codec import Codec, SchemaRegistry, default_codec
 from streams.config import PROJECT_ROOT, Settings
+from streams.gatekeys import GateKeys
 from streams.notary import (
     LogIntegrityError,
     LogRecord,
     NotaryHTTPServer,
     NotaryLog,
+    NotaryService,
     ProofRequestError,
     handle_request,
     load_notary_signer,
     notary_vkey_path,
     require_log_index,
 )
+from streams.notary.log import Refusal
 
 ORIGIN = "test.trustplane.local/lineage"
 SCHEMAS = PROJECT_ROOT / "schemas"
@@ -74,24 +89,54 @@ def signer() -> NoteSigner:
     return NoteSigner(ORIGIN, generate_signing_key())
 
 
-def gate_event(n: int, **overrides: Any) -> dict[str, Any]:
-    """A LineageEvent as a gate worker writes it today (no log_index)."""
-    event = {
+GATE_KEY = generate_signing_key()
+ROTATED_GATE_KEY = generate_signing_key()
+"""The gate's keys: its JWKS holds both (the second one since a rotation)."""
+STRANGER_KEY = generate_signing_key()
+"""A key the gate never published."""
+GATE_KEYS = GateKeys.of(
+    Keyset(KeyEntry(key.kid, key.public_key) for key in (GATE_KEY, ROTATED_GATE_KEY))
+)
+
+
+def gate_event(n: int, *, key: SigningKey | None = GATE_KEY, **overrides: Any) -> dict[str, Any]:
+    """A LineageEvent as a gate worker writes it: one per decided intent, its verdicts
+    inside, signed with ``key`` (unsigned for None); no hashes, no log_index."""
+    event: dict[str, Any] = {
         "event_id": f"event-{n:06d}",
-        "intent_id": f"intent-{n // 3}",
+        "intent_id": f"intent-{n}",
         "agent_id": f"agent-{n % 5}",
-        "stage": ("decode", "authorization", "enforcement")[n % 3],
-        "event_type": "layer.verdict",
-        "status": "allow",
-        "reasons": [f"reason {n}"],
-        "attributes": {"source": f"intents/{n % 4}@{n}"},
+        "stage": "enforcement",
+        "event_type": "intent.approved",
+        "status": "approved",
+        "reasons": [],
+        "attributes": {"intent_digest": f"sha256:{n:064x}", "topic": "approved"},
         "occurred_at_ms": 1_700_000_000_000 + n,
         "worker": "gate-1",
+        "verdicts": [
+            {
+                "layer": "freshness",
+                "status": "ALLOW",
+                "reasons": [],
+                "evidence": {"expires_in_ms": str(300_000 - n)},
+                "duration_us": 3 + n % 7,
+            },
+            {
+                "layer": "authorization",
+                "status": "ALLOW",
+                "reasons": [f"reason {n}"],
+                "evidence": {"policy": "permit-read"},
+                "duration_us": 40 + n % 17,
+            },
+        ],
+        "signer": None,
+        "signature": None,
         "prev_hash": None,
         "event_hash": None,
+        "log_index": None,
     }
     event.update(overrides)
-    return event
+    return dict(sign_event(event, key)) if key is not None else event
 
 
 class FakeTopic:
@@ -117,18 +162,20 @@ class Harness:
 
     def __init__(self, signer: NoteSigner, codec: Codec, **kwargs: Any) -> None:
         self.topic = FakeTopic()
+        kwargs.setdefault("gate_keys", GATE_KEYS)
         self.log = NotaryLog(signer, codec, fetch=self.topic.__getitem__, **kwargs)
         self.notes: list[str] = []
+        self.refused: list[Refusal] = []
         self.source_offset = 0
 
     def batch(self, values: list[bytes | None], now_ms: int, *, commit: bool = True) -> list:
         records = []
         for value in values:
             self.source_offset += 1
-            record = self.log.append(
-                value, source=f"lineage/0@{self.source_offset}", timestamp_ms=now_ms
-            )
-            if record is not None:
+            record = self.log.append(value, source=f"lineage/0@{self.source_offset}")
+            if isinstance(record, Refusal):
+                self.refused.append(record)
+            elif record is not None:
                 records.append(record)
         due = self.log.checkpoint_due(now_ms)
         if commit:
@@ -140,8 +187,8 @@ class Harness:
 
 
 def encoded(events: list[dict[str, Any]]) -> list[bytes | None]:
-    # the gate's own codec: records written with the schema without log_index
-    return [default_codec().encode("LineageEvent", {k: v for k, v in e.items()}) for e in events]
+    # the gate's own codec (the notary reads with a codec of its own)
+    return [default_codec().encode("LineageEvent", dict(e)) for e in events]
 
 
 def decode_all(codec: Codec, topic: FakeTopic) -> list[dict[str, Any]]:
@@ -191,18 +238,206 @@ def test_a_redelivered_event_is_dropped_but_a_reused_id_with_other_content_is_lo
     assert h.log.index_of(first["event_id"]) == 2  # lookups by id give the latest
 
 
-def test_an_undecodable_lineage_record_is_logged_in_its_place(signer, codec):
+def test_a_gate_event_keeps_exactly_the_lineage_event_fields(codec):
+    event = gate_event(0)
+    assert list(event) == [f.name for f in dataclasses.fields(LineageEvent)]
+    assert codec.decode(codec.encode("LineageEvent", event), "LineageEvent") == event
+
+
+def assert_nothing_logged(h: Harness) -> None:
+    assert h.log.notary.size == 0 and h.topic.values == {}
+    assert h.log.index_of("event-000001") is None
+    assert h.log.reused_ids == 0 and h.log.duplicates == 0
+
+
+def test_an_undecodable_lineage_record_is_refused_and_counted_not_logged(signer, codec):
     h = Harness(signer, codec)
-    (record,) = h.batch([b"\x00not avro"], now_ms=0)
-    event = codec.decode(record.value, "LineageEvent")
-    assert (event["stage"], event["event_type"], event["status"]) == (
-        "notary",
-        "lineage.undecodable",
-        "not_avro",
-    )
-    assert event["attributes"]["source"] == "lineage/0@1"
-    assert event["attributes"]["value_sha256"].startswith("sha256:")
-    assert h.log.undecodable == 1
+    records = h.batch([b"\x00not avro", b""], now_ms=0)
+    assert records == []
+    assert [r.code for r in h.refused] == ["not_avro", "empty"]
+    assert all(r.reason.startswith("not a LineageEvent: ") for r in h.refused)
+    assert_nothing_logged(h)
+    assert h.log.undecodable == 2 and h.log.unsigned == 0
+    assert h.log.status()["undecodable"] == 2
+    # nothing took a log position: the next gate event is leaf 0 and starts the chain
+    (record,) = h.batch(encoded([gate_event(1)]), now_ms=1)
+    assert record.index == 0
+    assert codec.decode(record.value, "LineageEvent")["prev_hash"] is None
+
+
+def _resigned_by_a_stranger_claiming_the_gate_key(event: dict[str, Any]) -> dict[str, Any]:
+    impostor = SigningKey(STRANGER_KEY.private_key, GATE_KEY.kid)
+    return dict(sign_event(dict(event), impostor))
+
+
+def _altered_verdict(event: dict[str, Any]) -> dict[str, Any]:
+    verdicts = [dict(v) for v in event["verdicts"]]
+    verdicts[1] = {**verdicts[1], "evidence": {"policy": "permit-all"}}
+    return {**event, "verdicts": verdicts}
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: gate_event(1, key=None),
+        lambda: {**gate_event(1), "signature": None},
+        lambda: {**gate_event(1), "signer": None},
+        lambda: {**gate_event(1), "signature": "%%% not base64 %%%"},
+        lambda: {**gate_event(1), "signature": base64.b64encode(b"\x00" * 64).decode()},
+        lambda: gate_event(1, key=STRANGER_KEY),
+        lambda: _resigned_by_a_stranger_claiming_the_gate_key(gate_event(1)),
+        lambda: {**gate_event(1), "status": "denied", "event_type": "intent.denied"},
+        lambda: {**gate_event(1), "reasons": ["approved by a person"]},
+        lambda: {**gate_event(1), "attributes": {"topic": "approved"}},
+        lambda: _altered_verdict(gate_event(1)),
+        lambda: {**gate_event(1), "verdicts": gate_event(1)["verdicts"][:1]},
+        lambda: {**gate_event(1), "agent_id": "agent-4"},
+        lambda: {**gate_event(1), "signer": ROTATED_GATE_KEY.kid},
+    ],
+    ids=[
+        "unsigned",
+        "signer without signature",
+        "signature without signer",
+        "signature not base64",
+        "signature of zeros",
+        "signed by a key not in the gate keyset",
+        "stranger key claiming the gate key id",
+        "outcome altered after signing",
+        "reasons altered after signing",
+        "attributes altered after signing",
+        "a verdict's evidence altered after signing",
+        "a verdict dropped after signing",
+        "agent altered after signing",
+        "signer swapped for another gate key",
+    ],
+)
+def test_an_event_no_gate_key_vouches_for_is_refused_and_counted_not_logged(signer, codec, make):
+    h = Harness(signer, codec)
+    records = h.batch(encoded([make()]), now_ms=0)
+    assert records == []
+    (refusal,) = h.refused
+    assert refusal.code == "unsigned_lineage"
+    assert "event-000001" in refusal.reason
+    assert_nothing_logged(h)
+    assert h.log.unsigned == 1 and h.log.undecodable == 0
+    assert json.loads(handle_request(h.log, signer.vkey, "/healthz")[2])["unsigned"] == 1
+    assert h.log.checkpoint_due(0) is None  # nothing to checkpoint
+    # the refused record left no trace: the gate's own event with that id is logged as new
+    (record,) = h.batch(encoded([gate_event(1)]), now_ms=1)
+    assert record.index == 0 and h.log.reused_ids == 0 and h.log.unsigned == 1
+
+
+def test_events_signed_by_any_key_of_the_gate_keyset_are_logged(signer, codec):
+    h = Harness(signer, codec)
+    events = [gate_event(1), gate_event(2, key=ROTATED_GATE_KEY)]
+    records = h.batch(encoded(events), now_ms=0)
+    assert [r.index for r in records] == [0, 1] and h.refused == []
+    logged = decode_all(codec, h.topic)
+    assert [e["signer"] for e in logged] == [GATE_KEY.kid, ROTATED_GATE_KEY.kid]
+
+
+def test_a_signed_event_is_logged_and_its_leaf_and_hash_cover_signer_and_signature(signer, codec):
+    h = Harness(signer, codec, checkpoint_every_events=1)
+    sent = gate_event(1)
+    (record,) = h.batch(encoded([sent]), now_ms=0)
+    (logged,) = decode_all(codec, h.topic)
+    # logged as sent, plus the notary's three members; the gate's signature still holds
+    assert {
+        k: v for k, v in logged.items() if k not in ("prev_hash", "event_hash", "log_index")
+    } == {k: v for k, v in sent.items() if k not in ("prev_hash", "event_hash", "log_index")}
+    assert verify_event_signature(logged, GATE_KEYS.keyset) == GATE_KEY.kid
+    verify_event_hash(logged)
+    leaf = leaf_bytes(logged)
+    assert h.log.notary.log.leaf_hash(record.index) == leaf_hash(leaf)
+    assert f'"signer":"{GATE_KEY.kid}"'.encode() in leaf
+    assert f'"signature":"{logged["signature"]}"'.encode() in leaf
+
+    resigned = dict(sign_event(dict(logged), ROTATED_GATE_KEY))  # another valid gate key
+    for changed in (
+        resigned,
+        {**logged, "signature": resigned["signature"]},
+        {**logged, "signer": ROTATED_GATE_KEY.kid},
+        {**logged, "signer": None, "signature": None},
+    ):
+        with pytest.raises(ChainError, match="has been altered"):
+            verify_event_hash(changed)
+        relinked = link(changed, logged["prev_hash"])
+        assert leaf_hash(leaf_bytes(relinked)) != h.log.notary.log.leaf_hash(record.index)
+
+    # the inclusion proof is of the signed event: a signature swapped in does not verify
+    answer = h.log.inclusion(index=record.index)
+    assert answer["event"]["signature"] == logged["signature"]
+    verify_inclusion_answer(answer, signer.verifier, index=record.index)
+    swapped = {
+        **answer,
+        "event": link(
+            {**answer["event"], "signer": resigned["signer"], "signature": resigned["signature"]},
+            None,
+        ),
+    }
+    with pytest.raises(ProofError):
+        verify_inclusion_answer(swapped, signer.verifier, index=record.index)
+
+
+class FakeMessage:
+    """What NotaryService reads of a consumed ``lineage`` record."""
+
+    def __init__(self, offset: int, value: bytes | None, key: bytes | None = b"agent-1") -> None:
+        self._offset, self._value, self._key = offset, value, key
+
+    def topic(self) -> str:
+        return "t.lineage"
+
+    def partition(self) -> int:
+        return 2
+
+    def offset(self) -> int:
+        return self._offset
+
+    def key(self) -> bytes | None:
+        return self._key
+
+    def value(self) -> bytes | None:
+        return self._value
+
+    def timestamp(self) -> tuple[int, int]:
+        return (TIMESTAMP_LOG_APPEND_TIME, 1_700_000_000_500)
+
+
+def test_the_service_sends_refused_records_to_rejected_and_logs_the_rest(signer, codec):
+    # the batch hook alone (no Kafka): a NotaryService with only what _link uses
+    service = NotaryService.__new__(NotaryService)
+    settings = Settings(topic_prefix="t.")
+    service.topics = {
+        name: settings.topic(name) for name in ("lineage", "lineage-log", "checkpoints", "rejected")
+    }
+    service.codec = codec
+    service.origin = ORIGIN
+    h = Harness(signer, codec)
+    service.log = h.log
+    unsigned = encoded([gate_event(1, key=None)])[0]
+    messages = [
+        FakeMessage(10, b"\x00not avro"),
+        FakeMessage(11, unsigned),
+        FakeMessage(12, encoded([gate_event(2)])[0]),
+    ]
+    records = service._link(messages)  # type: ignore[arg-type]
+    assert records is not None
+    rejected = [r for r in records if r.topic == "t.rejected"]
+    logged = [r for r in records if r.topic == "t.lineage-log"]
+    assert len(rejected) == 2 and len(logged) == 1
+    assert [r.topic for r in records].count("t.checkpoints") == 1  # the first growth
+    rejections = [codec.decode(r.value or b"", "Rejection") for r in rejected]
+    assert [(r["reason_code"], r["source_offset"]) for r in rejections] == [
+        ("not_avro", 10),
+        ("unsigned_lineage", 11),
+    ]
+    for rejection, message in zip(rejections, messages, strict=False):
+        assert (rejection["source_topic"], rejection["source_partition"]) == ("t.lineage", 2)
+        assert rejection["worker"] == "notary" and rejection["key"] == b"agent-1"
+        assert rejection["value_size"] == len(message.value() or b"")
+    assert codec.decode(logged[0].value or b"", "LineageEvent")["event_id"] == "event-000002"
+    assert h.log.status()["unsigned"] == 1 and h.log.status()["undecodable"] == 1
 
 
 def test_the_schema_without_log_index_is_refused_with_a_hint(tmp_path):
@@ -265,6 +500,7 @@ def test_checkpoints_are_signed_on_schedule_even_without_new_events(signer, code
 
 
 def restore(signer, codec, h: Harness, **kwargs: Any) -> NotaryLog:
+    kwargs.setdefault("gate_keys", GATE_KEYS)
     restored = NotaryLog(signer, codec, fetch=h.topic.__getitem__, **kwargs)
     for offset in sorted(h.topic.values):
         restored.restore_record(offset, h.topic.values[offset])
@@ -285,9 +521,9 @@ def test_restore_rebuilds_the_log_and_continues_the_chain(signer, codec):
     assert restored.index_of("event-000011") == 11
 
     # a redelivery of a restored event is still recognized
-    assert restored.append(encoded([gate_event(12)])[0], source="x", timestamp_ms=0) is None
-    record = restored.append(encoded([gate_event(13)])[0], source="x", timestamp_ms=0)
-    assert record is not None and record.index == 13
+    assert restored.append(encoded([gate_event(12)])[0], source="x") is None
+    record = restored.append(encoded([gate_event(13)])[0], source="x")
+    assert isinstance(record, LogRecord) and record.index == 13
     linked = codec.decode(record.value, "LineageEvent")
     assert linked["prev_hash"] == h.log.notary.head
     # the checkpoint of the restored size is not signed a second time
@@ -434,6 +670,8 @@ def cli(tmp_path, monkeypatch, signer) -> Callable[..., Any]:
     monkeypatch.setenv("TRUSTPLANE_KEYS_DIR", str(tmp_path / "keys"))
     (tmp_path / "keys").mkdir()
     (tmp_path / "keys" / "notary.vkey").write_text(signer.vkey + "\n")
+    # the gate's published keys, as `trustplane keys init` writes them
+    (tmp_path / "keys" / "approvals.jwks.json").write_text(json.dumps(GATE_KEYS.keyset.to_jwks()))
     app = typer.Typer()
     app.add_typer(proof_app)
     app.command("notary")(notary_command)
@@ -450,10 +688,21 @@ def test_proof_cli_verifies_an_event_by_id_and_by_index(served, cli):
     result = cli("proof", "event-000004", "--url", url)
     assert result.exit_code == 0, result.output
     assert "verified ✓" in result.output and "log index   4" in result.output
+    assert GATE_KEY.kid in result.output  # who signed it
     assert "size 25" in result.output
     result = cli("proof", "--index", "24", "--url", url)
     assert result.exit_code == 0, result.output
     assert '"event_id": "event-000024"' in result.output
+
+
+def test_proof_cli_fails_on_an_event_no_published_gate_key_signed(served, cli, tmp_path):
+    strangers = Keyset([KeyEntry(STRANGER_KEY.kid, STRANGER_KEY.public_key)])
+    (tmp_path / "keys" / "approvals.jwks.json").write_text(json.dumps(strangers.to_jwks()))
+    result = cli("proof", "event-000004", "--url", served.server.url)
+    assert result.exit_code == 1, result.output
+    output = " ".join(result.output.split())
+    assert "verification FAILED" in output
+    assert f"signed by {GATE_KEY.kid!r}: no key with id" in output
 
 
 def test_proof_cli_verifies_consistency_and_the_latest_checkpoint(served, cli):
