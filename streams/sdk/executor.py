@@ -18,36 +18,87 @@ This module holds public keys only: it imports neither the gate's signer nor its
 An executor trusts nothing in an Approval record but its signed DSSE envelope. For each
 record on ``approved`` (read with ``isolation.level=read_committed``) it
 
-1. decodes the Avro Approval record;
-2. verifies the envelope with :func:`processors.approval.verify.verify_approval` against the
+1. claims the record for its executor group: commits the record's offset, synchronously
+   (see "Single use" below);
+2. decodes the Avro Approval record;
+3. verifies the envelope with :func:`processors.approval.verify.verify_approval` against the
    gate's published keyset (signature, statement, expiry, and, if the record carries
    the intent bytes, the intent digest);
-3. checks that the record's plain fields (ids, action, resource, digest, expiry, Kafka
+4. checks that the record's plain fields (ids, action, resource, digest, expiry, Kafka
    key) say what the signed statement says;
-4. claims the approval in a single-use store (last, so only a valid approval is used up);
+5. claims the approval in its single-use store (last, so only a valid approval is used up);
 
 and only then acts, and reports an Outcome (``schemas/outcome.avsc``) to ``outcomes``,
 keyed by agent id. Invalid approvals are logged and skipped; nothing is reported for
 them (an execution reported without a valid approval raises an alert downstream).
 
-Offsets are stored after the caller has handled a yielded result, and committed by
-the consumer; a crash redelivers the records in flight, and the single-use store
-(durable: :class:`~processors.approval.seen.SqliteSeenStore`) refuses those already claimed.
-So an approval is executed at most once; one claimed but not executed before a crash
-is not retried (its reuse is refused), it must be re-requested.
+Single use
+----------
+The executors of one deployment share one consumer group (``group_id``, by default
+``trustplane-executor``; on a secured cluster the broker lets the executor principal use
+that group only). For each record, :class:`ApprovalConsumer`
+
+* commits the record's offset to the group, synchronously, *before* it verifies the
+  record and hands it out; a record whose commit failed is handed out as a
+  :class:`VerificationFailure` (:class:`GroupClaimError`), never as an approval;
+* commits nothing unless it is a member of the group in a generation (a member id, a
+  generation >= 0): a commit without them is a group-less one, which the coordinator
+  accepts whenever the group has no members, and which could move the offsets back;
+* after a failed commit, seeks the records it has not handed out back and returns to
+  ``consume()``: if it still owns their partition it reads them again, if not the
+  partition's next owner does.
+
+Why that suffices (the classic group protocol, which the consumer is pinned to): the group
+coordinator accepts a commit only from a current member in the current generation
+(otherwise ILLEGAL_GENERATION, UNKNOWN_MEMBER_ID, REBALANCE_IN_PROGRESS or
+FENCED_INSTANCE_ID). A partition reaches another member only after its owner gave it up,
+on its next ``consume()`` (librdkafka serves revocations there), or was removed from or
+replaced in the group, which refuses its commits from then on; the new owner starts at the
+committed offset (a ``read_committed`` consumer fetches stable offsets: it waits for a
+commit still being written). The local single-use store (durable:
+:class:`~processors.approval.seen.SqliteSeenStore`) also refuses what this host claimed
+before.
+
+Guaranteed: within one executor group, an approval record is handed out as a
+:class:`VerifiedApproval` by at most one executor, at most once, also across rebalances,
+restarts and crashes (``tests/integration/test_single_use.py``). At most once, not exactly
+once: an executor that stops after the commit and before it acts loses that action (it
+must be requested again), and so does one that cannot learn whether its commit succeeded
+(a timeout counts as a failure).
+
+The remaining window:
+
+* Different groups. Each group is its own single-use domain: two deployments under two
+  group ids each execute every approval. The broker's ACLs let the executor principal
+  join one group only, but Kafka authorizes a Fetch by the topic alone, so a process
+  holding the executor's credentials can still read ``approved`` without any group (with
+  ``assign()``). An executor is trusted with its credentials; where that is not enough,
+  the system that carries out the action must refuse a second use of the approval id.
+* Offsets moved back. Whoever may READ the group (the executor principal, an operator's
+  ``kafka-consumer-groups --reset-offsets``) can rewind the offsets of a group without
+  members; a record read again is refused by a host's durable store if that host claimed
+  it, and by every executor once the approval expired (``approval_ttl_ms``, 5 minutes by
+  default). The same holds when the committed offsets of a memberless group expire
+  (``offsets.retention.minutes``, 7 days): reading restarts at ``earliest``, where only
+  expired approvals are left.
+* The membership check and the commit are two consecutive operations on librdkafka's group
+  thread; a membership lost between them is noticed after the commit and the record is
+  not handed out, but the commit has then gone out as a group-less one and is accepted
+  if, at that moment, the group has no members at all.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from processors.approval.exceptions import ApprovalVerificationError
 from processors.approval.seen import InMemorySeenStore, SeenStore, SqliteSeenStore
@@ -85,6 +136,8 @@ __all__ = [
     "SqliteSeenStore",
     "ApprovalVerificationError",
     "ApprovalRecordError",
+    "GroupClaimError",
+    "DEFAULT_EXECUTOR_GROUP",
     # reporting
     "OutcomeReporter",
     "OutcomeReportError",
@@ -104,6 +157,12 @@ DEFAULT_EXECUTOR_GROUP = "trustplane-executor"
 class ApprovalRecordError(ApprovalVerificationError):
     """The record on ``approved`` is not an Approval, or its plain fields disagree with
     its signed statement."""
+
+
+class GroupClaimError(ApprovalVerificationError):
+    """The record could not be claimed for the executor group (its offset commit failed,
+    or this consumer is not a member of the group): it must not be acted on here. If the
+    partition moved to another executor of the group, that one receives the record."""
 
 
 class OutcomeReportError(PublishError):
@@ -206,15 +265,60 @@ class _Message(Protocol):
 class _Consumer(Protocol):
     def subscribe(self, topics: list[str]) -> None: ...
     def consume(self, num_messages: int = 1, timeout: float = -1) -> list[Any]: ...
-    def store_offsets(self, message: Any = None) -> None: ...
+    def commit(self, *, message: Any, asynchronous: Literal[False]) -> list[TopicPartition]: ...
+    def seek(self, partition: TopicPartition) -> None: ...
+    def memberid(self) -> str | None: ...
+    def consumer_group_metadata(self) -> Any: ...
     def close(self) -> None: ...
+
+
+# Commit errors that no retry cures: the executor cannot work, stop it (raise). A fenced
+# static member (another process took its group.instance.id) is fatal in librdkafka.
+_FATAL_COMMIT_ERRORS = frozenset(
+    {
+        KafkaError._FATAL,
+        KafkaError.FENCED_INSTANCE_ID,
+        KafkaError.GROUP_AUTHORIZATION_FAILED,
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+    }
+)
+_MAX_COMMIT_BACKOFF_S = 2.0
+
+# librdkafka's serialized consumer group metadata: b"CGMDv2:", the generation id (int32,
+# host byte order), then the group id, member id and group instance id.
+_CGMD_MAGIC = b"CGMDv2:"
+
+
+def _generation(metadata: Any) -> int | None:
+    """The group generation in ``consumer_group_metadata()``, None if it cannot be read."""
+    if isinstance(metadata, bytes) and metadata.startswith(_CGMD_MAGIC):
+        raw = metadata[len(_CGMD_MAGIC) : len(_CGMD_MAGIC) + 4]
+        if len(raw) == 4:
+            return int.from_bytes(raw, sys.byteorder, signed=True)
+    return None
+
+
+def _membership(consumer: _Consumer) -> tuple[str, int | None] | None:
+    """(member id, generation) of the consumer in its group, or None when it is not a
+    member in a generation: then a commit would go out as a group-less one."""
+    try:
+        member = consumer.memberid()
+        generation = _generation(consumer.consumer_group_metadata())
+    except (KafkaException, RuntimeError):
+        return None
+    if not member or (generation is not None and generation < 0):
+        return None
+    return member, generation
 
 
 class ApprovalConsumer:
     """Read ``approved`` (read_committed) and yield a :class:`VerifiedApproval` for each
     valid approval, a :class:`VerificationFailure` for anything else.
 
-    ``keyset`` may be replaced at any time (``consumer.keyset = refreshed``).
+    Each record's offset is committed to ``group_id`` synchronously before the record is
+    verified and yielded; a record whose commit failed is yielded as a failure
+    (:class:`GroupClaimError`), never as an approval (see "Single use" in the module
+    docstring). ``keyset`` may be replaced at any time (``consumer.keyset = refreshed``).
     """
 
     def __init__(
@@ -240,13 +344,17 @@ class ApprovalConsumer:
             else int(getattr(config, "max_clock_skew_ms", DEFAULT_MAX_SKEW_MS))
         )
         self.topic = config.topic("approved")
+        self.group_id = group_id
         self._stop = threading.Event()
         self.consumer: _Consumer = consumer or kafka.consumer(
             config,
             group_id,
             {
-                # offsets are stored by hand once a result was handled, committed by librdkafka
-                "enable.auto.commit": True,
+                # each record is committed by hand, synchronously, before it is handed out;
+                # "Single use" above holds for the classic group protocol
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "group.protocol": "classic",
                 "auto.offset.reset": "earliest",
                 "max.partition.fetch.bytes": MAX_MESSAGE_BYTES + 1024,
                 "fetch.max.bytes": MAX_MESSAGE_BYTES * 2,
@@ -258,7 +366,9 @@ class ApprovalConsumer:
         self._stop.set()
 
     def check(self, message: _Message) -> ApprovalResult:
-        """Verify one consumed message (never raises for bad input)."""
+        """Verify one consumed message and claim it in the single-use store (never raises
+        for bad input). It commits nothing: :meth:`read` claims the record for the group
+        first."""
         key = message.key()
         value = message.value()
         try:
@@ -272,20 +382,18 @@ class ApprovalConsumer:
                 max_skew_ms=self.max_skew_ms,
             )
         except ApprovalVerificationError as exc:
-            return VerificationFailure(
-                exc,
-                key,
-                message.partition() or 0,
-                message.offset() or 0,
-                _claimed_id(self.codec, value),
-            )
+            return self._failure(exc, message)
 
     def read(self, idle_s: float | None = None, *, batch: int = 100) -> Iterator[ApprovalResult]:
         """Yield results until :meth:`stop`, or ``idle_s`` seconds pass without records
-        (None: no idle limit). A record's offset is stored once the caller asks for the
-        next result, i.e. after it handled this one."""
+        (None: no idle limit). Each record's offset is committed (synchronously) before
+        its result is yielded; after a failed commit the rest of the batch is read again
+        from the broker (by this executor if it still owns the partition)."""
         idle_since = time.monotonic()
+        failed_commits = 0
         while not self._stop.is_set():
+            if failed_commits:  # commits keep failing: give the group time to settle
+                self._stop.wait(min(0.05 * 2**failed_commits, _MAX_COMMIT_BACKOFF_S))
             poll = 0.5 if idle_s is None else max(0.0, min(0.5, idle_s))
             messages = self.consumer.consume(batch, timeout=poll)
             if not messages:
@@ -293,7 +401,7 @@ class ApprovalConsumer:
                     return
                 continue
             idle_since = time.monotonic()
-            for message in messages:
+            for index, message in enumerate(messages):
                 error = message.error()
                 if error is not None:
                     if error.fatal():
@@ -301,18 +409,75 @@ class ApprovalConsumer:
                     if error.code() != KafkaError._PARTITION_EOF:
                         log.warning("consumer: %s", error.str())
                     continue
-                try:
-                    yield self.check(message)
-                finally:  # also when the caller stops iterating after handling it
-                    self._store(message)
+                refused = self._claim_for_group(message)
+                if refused is not None:
+                    # not handed out: back to consume(), where a rebalance is served
+                    failed_commits += 1
+                    self._rewind(messages[index:])
+                    yield self._failure(refused, message)
+                    break
+                failed_commits = 0
+                yield self.check(message)
                 if self._stop.is_set():
                     return
 
-    def _store(self, message: Any) -> None:
+    def _claim_for_group(self, message: _Message) -> GroupClaimError | None:
+        """Commit ``message``'s offset to the executor group, synchronously; None if the
+        group accepted it, else why the record must not be acted on here.
+
+        Raises KafkaException when no retry can succeed (fatal, fenced, not authorized)."""
+        where = f"{self.topic} [{message.partition()}] @ {message.offset()}"
+        before = _membership(self.consumer)
+        if before is None:
+            return GroupClaimError(
+                f"not committing {where}: this executor is not a member of group "
+                f"{self.group_id!r} now (it left or was removed, e.g. after "
+                "max.poll.interval.ms); the partition's owner in the group receives the record",
+                hint="keep each action shorter than max.poll.interval.ms",
+            )
         try:
-            self.consumer.store_offsets(message=message)
-        except (KafkaException, RuntimeError) as exc:  # closed, or partition revoked
-            log.debug("offset of %s@%s not stored: %s", message.partition(), message.offset(), exc)
+            committed = self.consumer.commit(message=message, asynchronous=False)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+            if error is not None and (error.fatal() or error.code() in _FATAL_COMMIT_ERRORS):
+                raise
+            return _commit_refused(where, self.group_id, error.name() if error else str(exc))
+        except RuntimeError as exc:  # closed
+            return _commit_refused(where, self.group_id, str(exc))
+        if committed is None:
+            return _commit_refused(where, self.group_id, "the commit returned no result")
+        for partition in committed:
+            if partition.error is not None:
+                return _commit_refused(where, self.group_id, partition.error.name())
+        if _membership(self.consumer) != before:
+            # lost between the check and the commit: it may have gone out group-less
+            return _commit_refused(where, self.group_id, "the group membership changed")
+        return None
+
+    def _rewind(self, pending: Sequence[_Message]) -> None:
+        """Seek each partition of ``pending`` (records not handed out) back to its first
+        record. If this executor still owns the partition it reads them again; if not,
+        the seek fails or the revocation drops it, and the next owner starts at the
+        committed offset."""
+        first: dict[int, int] = {}
+        for message in pending:
+            partition, offset = message.partition(), message.offset()
+            if message.error() is None and partition is not None and offset is not None:
+                first.setdefault(partition, offset)
+        for partition, offset in first.items():
+            try:
+                self.consumer.seek(TopicPartition(self.topic, partition, offset))
+            except (KafkaException, RuntimeError) as exc:  # revoked, or closed
+                log.debug("not rewinding %s [%s] to %s: %s", self.topic, partition, offset, exc)
+
+    def _failure(self, error: ApprovalVerificationError, message: _Message) -> VerificationFailure:
+        return VerificationFailure(
+            error,
+            message.key(),
+            message.partition() or 0,
+            message.offset() or 0,
+            _claimed_id(self.codec, message.value()),
+        )
 
     def __iter__(self) -> Iterator[ApprovalResult]:
         return self.read()
@@ -328,6 +493,14 @@ class ApprovalConsumer:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _commit_refused(where: str, group_id: str, why: str) -> GroupClaimError:
+    return GroupClaimError(
+        f"offset commit of {where} to group {group_id!r} failed ({why}): this executor may "
+        "no longer own the partition; the record is not acted on here",
+        hint="a rebalance moves partitions between executors; the owner receives the record",
+    )
 
 
 def _claimed_id(codec: Codec, value: bytes | None) -> str | None:
@@ -479,12 +652,14 @@ def run_example_executor(
     execute: Callable[[VerifiedApproval], str] = _log_execution,
     consumer: ApprovalConsumer | None = None,
     reporter: OutcomeReporter | None = None,
+    group_id: str = DEFAULT_EXECUTOR_GROUP,
 ) -> ExecutorSummary:
     """Consume ``approved``, verify each approval, "execute" it (log it, or ``execute``),
     and report EXECUTED or FAILED; log and skip invalid ones, reporting nothing.
 
     Stops after ``max_records`` records (valid or not) or ``idle_s`` idle seconds (None:
-    never). The single-use store defaults to ``<state_dir>/executor/<executor_id>.db``.
+    never). The single-use store defaults to ``<state_dir>/executor/<executor_id>.db``;
+    the executors of one deployment share ``group_id`` (see "Single use" above).
     """
     executor_id = executor_id or f"example-{settings.resolved_worker_id()}"
     own_seen = seen is None
@@ -494,7 +669,7 @@ def run_example_executor(
         else SqliteSeenStore(Path(settings.state_dir) / "executor" / f"{executor_id}.db")
     )
     own_consumer = consumer is None
-    source = consumer or ApprovalConsumer(settings, keyset, store)
+    source = consumer or ApprovalConsumer(settings, keyset, store, group_id=group_id)
     own_reporter = reporter is None
     sink = reporter or OutcomeReporter(settings)
     summary = ExecutorSummary()
