@@ -7,20 +7,31 @@ A ControlCommand record (``schemas/control_command.avsc``) is signed by an opera
 (Ed25519) like an intent, with its own payload type:
 
 * body = RFC 8785 canonical JSON of ``{"command_id", "kind", "subject", "payload",
-  "issued_by", "issued_at_ms", "key_id"}``, where ``payload`` is the command's arguments
-  as a JSON **object** (the record carries it as canonical JSON text);
+  "issued_by", "issued_at_ms", "key_id", "sequence", "previous"}``, where ``payload`` is
+  the command's arguments as a JSON **object** (the record carries it as canonical JSON
+  text), and ``sequence`` / ``previous`` chain the command to its signer's previous one
+  (:class:`ChainLink`: ``sequence`` 0, 1, 2, ... per signer; ``previous`` the
+  ``"sha256:<64 hex>"`` digest of the signer's command ``sequence - 1``, ``null`` for
+  sequence 0; see :mod:`processors.control.history`);
 * message = DSSE ``PAE("application/vnd.trustplane.control+json", body)``;
 * ``signature`` = the raw 64-byte Ed25519 signature of message, by the operator key
-  ``key_id`` (a key of the operator keyset, valid at ``issued_at_ms``).
+  ``key_id`` (a key of the operator keyset, valid when the broker appended the record);
+* the command's **digest** (what the next command of the signer names as ``previous``)
+  = ``"sha256:" + hex(SHA-256(message))``: the exact signed bytes.
+
+Commands signed before chaining (no ``sequence``/``previous`` members in the body, null
+in the record) still verify with the 7-member body, but the control log refuses them as
+unchained; :func:`sign_command` without ``link`` makes such a command (for tests and
+in-process use only).
 
 Kinds and subjects
 ==================
 
-The ``control`` topic is compacted by subject and read across all its partitions, so
-only the last command per subject survives and commands for different subjects may be
-applied in any order. Each kind therefore has a fixed subject, and the state keeps what
-different subjects say apart (a registration, a suspension, a quarantine, a revocation
-and each key revocation are independent facts):
+The ``control`` topic is one partition, kept for ever and never compacted; each record's
+Kafka key is its command's subject (a record under another key is refused). The state
+keeps what different subjects say apart (a registration, a suspension, a quarantine, a
+revocation and each key revocation are independent facts), and refuses a command older
+than the last one applied for its subject:
 
 ==================  ====================================  ==============================
 kind                subject                               payload
@@ -48,7 +59,9 @@ kinds with :meth:`~processors.control.state.ControlState.register_handler`.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import re
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -67,21 +80,59 @@ from processors.exceptions import TrustplaneError
 __all__ = [
     "CONTROL_PAYLOAD_TYPE",
     "BUILTIN_KINDS",
+    "ChainLink",
     "ControlCommandError",
     "ControlContext",
     "ControlHandler",
     "ControlResult",
     "SubjectRule",
+    "command_digest",
     "command_signing_message",
     "sign_command",
     "subject_for",
 ]
 
 CONTROL_PAYLOAD_TYPE = "application/vnd.trustplane.control+json"
+DIGEST_PATTERN = re.compile(r"sha256:[0-9a-f]{64}")
+MAX_SEQUENCE = 2**53 - 1
+"""The largest sequence number (RFC 8785 numbers are exact up to here)."""
 
 
 class ControlCommandError(TrustplaneError):
     """A control command cannot be built (e.g. its payload has no canonical form)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ChainLink:
+    """Where a command sits in its signer's history: its ``sequence`` number (0 for the
+    signer's first command) and the digest of the signer's command ``sequence - 1``
+    (``None`` for the first)."""
+
+    sequence: int
+    previous: str | None
+
+    @classmethod
+    def first(cls) -> ChainLink:
+        return cls(0, None)
+
+    def after(self, digest: str) -> ChainLink:
+        """The link of the command that follows the one with this link and ``digest``."""
+        return ChainLink(self.sequence + 1, digest)
+
+    def problem(self) -> str | None:
+        """Why this link is malformed, or None."""
+        if isinstance(self.sequence, bool) or not isinstance(self.sequence, int):
+            return "sequence must be an integer"
+        if not 0 <= self.sequence <= MAX_SEQUENCE:
+            return f"sequence must be 0 to 2^53-1, got {self.sequence}"
+        if self.sequence == 0:
+            return None if self.previous is None else "sequence 0 has no previous command"
+        if not isinstance(self.previous, str) or not DIGEST_PATTERN.fullmatch(self.previous):
+            return (
+                f"sequence {self.sequence} must name its previous command as sha256:<64 hex>, "
+                f"got {str(self.previous)[:80]!r}"
+            )
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +157,8 @@ class ControlResult:
     subject: str
     reason: str
     command_id: str = ""
+    confirmed: bool = False
+    """Read back from the log: this state applied it already when it issued it."""
 
 
 ControlHandler = Callable[[Mapping[str, Any], ControlContext], str | None]
@@ -135,20 +188,29 @@ def command_signing_message(
     issued_by: str,
     issued_at_ms: int,
     key_id: str,
+    link: ChainLink | None = None,
 ) -> bytes:
-    """PAE(control payload type, canonical body). Raises CanonicalizationError."""
-    body = canonical_json(
-        {
-            "command_id": command_id,
-            "kind": kind,
-            "subject": subject,
-            "payload": dict(payload),
-            "issued_by": issued_by,
-            "issued_at_ms": issued_at_ms,
-            "key_id": key_id,
-        }
-    )
-    return pae(CONTROL_PAYLOAD_TYPE, body)
+    """PAE(control payload type, canonical body). Raises CanonicalizationError.
+
+    ``link=None`` is the body of an unchained command (before chaining: 7 members)."""
+    body: dict[str, Any] = {
+        "command_id": command_id,
+        "kind": kind,
+        "subject": subject,
+        "payload": dict(payload),
+        "issued_by": issued_by,
+        "issued_at_ms": issued_at_ms,
+        "key_id": key_id,
+    }
+    if link is not None:
+        body["sequence"] = link.sequence
+        body["previous"] = link.previous
+    return pae(CONTROL_PAYLOAD_TYPE, canonical_json(body))
+
+
+def command_digest(message: bytes) -> str:
+    """The digest a command is named by: ``sha256:<hex>`` of its signed message."""
+    return "sha256:" + hashlib.sha256(message).hexdigest()
 
 
 def sign_command(
@@ -159,11 +221,19 @@ def sign_command(
     issued_by: str,
     now_ms: int | None = None,
     command_id: str | None = None,
+    *,
+    link: ChainLink | None = None,
 ) -> dict[str, Any]:
     """A signed ControlCommand record. ``subject=None`` uses the kind's subject rule
-    (:func:`subject_for`). Raises :class:`ControlCommandError`."""
+    (:func:`subject_for`). ``link`` places it in its signer's history; without it the
+    command is unchained, and the control log refuses it (publish through
+    :class:`~streams.operator.OperatorClient` or
+    :meth:`~processors.control.state.ControlState.issue`, which chain).
+    Raises :class:`ControlCommandError`."""
     if not isinstance(payload, Mapping):
         raise ControlCommandError(f"a {kind} payload must be a JSON object (a mapping)")
+    if link is not None and link.problem() is not None:
+        raise ControlCommandError(f"bad chain link: {link.problem()}")
     try:
         text = canonical_json(dict(payload)).decode()
     except CanonicalizationError as exc:
@@ -180,8 +250,14 @@ def sign_command(
         "key_id": key.kid,
     }
     # sign what the verifier will see: the payload as parsed back from its JSON text
-    message = command_signing_message(payload=json.loads(text), **fields)
-    return {**fields, "payload": text, "signature": key.sign(message)}
+    message = command_signing_message(payload=json.loads(text), link=link, **fields)
+    return {
+        **fields,
+        "payload": text,
+        "sequence": link.sequence if link is not None else None,
+        "previous": link.previous if link is not None else None,
+        "signature": key.sign(message),
+    }
 
 
 # -- subjects -----------------------------------------------------------------------

@@ -1,10 +1,23 @@
 """The state operators control with signed commands: :class:`ControlState`.
 
-It verifies each ControlCommand record (fields, operator signature, key validity,
+It verifies each ControlCommand record (fields, signature, key validity, freshness,
 staleness per subject; see :mod:`processors.control.commands` for the signing payload,
 kinds and subjects) and applies it: the agent registry (registrations, revocations,
 suspensions, quarantines) and whatever kinds later layers add with
 :meth:`ControlState.register_handler`.
+
+Three ways in:
+
+* :meth:`ControlState.apply_logged` -- a record read from the ``control`` topic: first
+  admitted by the log (:mod:`processors.control.history`: key = subject, no tombstones,
+  signed, chained, in place in its signer's history), then judged at the **broker's
+  append time** (key validity, not issued in the future, not held back), so every
+  worker reaches the same verdict whenever it reads it;
+* :meth:`ControlState.issue` -- a command this process signs itself (a gate worker's
+  quarantine): chained as the next of its signer's history, applied at once, and
+  returned for publishing; read back from the log, it is confirmed, not applied again;
+* :meth:`ControlState.apply` -- a command from anywhere else (tests, in-process tools),
+  judged at ``now_ms``, outside any history.
 """
 
 from __future__ import annotations
@@ -16,7 +29,6 @@ from types import MappingProxyType
 from typing import Any
 
 from processors.control.commands import (
-    CONTROL_PAYLOAD_TYPE,
     SUBJECT_RULES,
     ControlContext,
     ControlHandler,
@@ -26,21 +38,25 @@ from processors.control.commands import (
     agent_id_of,
     agent_key_of,
     check_members,
-    command_signing_message,
     names_of,
-    parse_payload,
     reason_of,
+    sign_command,
+)
+from processors.control.history import (
+    GATE_KINDS,
+    CommandVerifier,
+    ControlLog,
+    HistoryProblem,
+    LogEntry,
+    Verified,
 )
 from processors.control.registry import AGENT_STATUSES, AgentKey, AgentRecord, AgentStatus
-from processors.crypto.jcs import CanonicalizationError
-from processors.crypto.keys import KeyError_, Keyset, verify_signature
+from processors.crypto.keys import Keyset, SigningKey
 from processors.exceptions import ConfigError, TrustplaneError
 from processors.timefmt import iso_ms
 
 __all__ = ["ControlState", "GATE_KINDS", "MAX_KEYS_PER_AGENT"]
 
-GATE_KINDS = frozenset({"agent.quarantine", "runtime.quarantine"})
-"""Kinds a gate worker may sign with its own key: it quarantines, only operators release."""
 MAX_KEYS_PER_AGENT = 16
 
 
@@ -79,23 +95,17 @@ class _Applied:
     command_ids: set[str]
 
 
-_RECORD_FIELDS: tuple[tuple[str, type], ...] = (
-    ("command_id", str),
-    ("kind", str),
-    ("subject", str),
-    ("payload", str),
-    ("issued_by", str),
-    ("issued_at_ms", int),
-    ("key_id", str),
-)
-
-
 class ControlState:
     """The state operators control with signed commands: the agent registry, plus the
     kinds later layers add (kill switch, reviews, runtimes) with :meth:`register_handler`.
 
-    One writer (:meth:`apply`, e.g. the control-topic follower); any number of readers.
-    Readers see whole :class:`AgentRecord` objects, replaced on every change.
+    One writer (the control-topic follower, and the gate's own :meth:`issue` on the same
+    thread); any number of readers. Readers see whole :class:`AgentRecord` objects,
+    replaced on every change.
+
+    ``max_future_skew_ms``: a command issued later than this after it was appended (or,
+    for :meth:`apply`, after ``now_ms``) is refused; ``max_append_delay_ms``: so is one
+    appended longer than this after it was issued (a command held back).
     """
 
     def __init__(
@@ -104,16 +114,19 @@ class ControlState:
         *,
         policy_sink: ControlHandler | None = None,
         max_future_skew_ms: int = 300_000,
+        max_append_delay_ms: int = 3_600_000,
         gate_keys: Keyset | None = None,
         gate_kinds: AbstractSet[str] = GATE_KINDS,
     ) -> None:
         if max_future_skew_ms < 0:
             raise ConfigError("max_future_skew_ms must be >= 0")
-        self.operator_keys = operator_keys
-        self.gate_keys = gate_keys
-        self.gate_kinds = frozenset(gate_kinds)
+        if max_append_delay_ms < 0:
+            raise ConfigError("max_append_delay_ms must be >= 0")
+        self.verifier = CommandVerifier(operator_keys, gate_keys, gate_kinds)
+        self.log = ControlLog(self.verifier)
         self.policy_sink = policy_sink
         self.max_future_skew_ms = max_future_skew_ms
+        self.max_append_delay_ms = max_append_delay_ms
         self._agents: dict[str, AgentRecord] = {}
         self._agents_view = MappingProxyType(self._agents)
         self._registrations: dict[str, _Registration] = {}
@@ -126,6 +139,7 @@ class ControlState:
         self.last_command_at_ms: int | None = None
         self.last_command_kind: str | None = None
         self.last_applied_at_ms: int | None = None
+        self._latest: dict[str, dict[str, Any]] = {}
         builtin: dict[str, Callable[[dict[str, Any], ControlContext], str]] = {
             "agent.register": self._register,
             "agent.revoke": self._revoke_agent,
@@ -138,6 +152,18 @@ class ControlState:
         }
         for kind, handler in builtin.items():
             self._kinds[kind] = _Kind(handler, SUBJECT_RULES.get(kind))
+
+    @property
+    def operator_keys(self) -> Keyset:
+        return self.verifier.operator_keys
+
+    @property
+    def gate_keys(self) -> Keyset | None:
+        return self.verifier.gate_keys
+
+    @property
+    def gate_kinds(self) -> frozenset[str]:
+        return self.verifier.gate_kinds
 
     # -- reading -------------------------------------------------------------------
 
@@ -173,7 +199,21 @@ class ControlState:
             "last_applied_at_ms": self.last_applied_at_ms,
             "policy_store": self.policy_sink is not None,
             "kinds": list(self.kinds),
+            "history": {
+                "signers": {str(s): n for s, n in sorted(self.log.history.heads.items())},
+                "problems": [p.reason for p in list(self.problems)],
+            },
         }
+
+    @property
+    def problems(self) -> list[HistoryProblem]:
+        """What breaks the control log's history (no decisions while there is any)."""
+        return self.log.history.problems
+
+    def latest_applied(self) -> dict[str, dict[str, Any]]:
+        """The last command *applied* per subject (refused ones never show here). Safe to
+        call from another thread than the writer's (entries are replaced, never changed)."""
+        return {subject: dict(entry) for subject, entry in sorted(dict(self._latest).items())}
 
     # -- extending -----------------------------------------------------------------
 
@@ -220,95 +260,109 @@ class ControlState:
     # -- applying ------------------------------------------------------------------
 
     def apply(self, record: Mapping[str, Any], now_ms: int) -> ControlResult:
-        """Verify a ControlCommand record and apply it, or refuse it with the reason.
+        """Verify a ControlCommand record at ``now_ms`` and apply it, or refuse it with the
+        reason. Outside any history: for records that do not come from the control log.
 
         Never raises for a bad command; a refused command changes nothing.
         """
-        kind = _text_or(record, "kind")
-        subject = _text_or(record, "subject")
-        command_id = _text_or(record, "command_id")
         try:
-            message = self._apply(record, now_ms)
+            command = self.verifier.verify(record, now_ms)
+            message = self._decide(command, now_ms, clock="now")
         except Refused as exc:
-            self.commands_refused += 1
-            return ControlResult(False, kind, subject, exc.reason, command_id)
+            return self._refused(record, exc.reason)
+        return self._applied_result(command, message)
+
+    def apply_logged(self, entry: LogEntry) -> ControlResult:
+        """Admit one record of the control log (in log order) and apply its command at the
+        broker's append time, or refuse it with the reason. Never raises for a bad record;
+        a refused record changes nothing but, if it breaks a signer's history,
+        :attr:`problems`.
+        """
+        try:
+            admitted = self.log.admit(entry)
+        except Refused as exc:
+            return self._refused(entry.record, exc.reason)
+        command = admitted.command
+        if admitted.echo:
+            latest = self._latest.get(command.subject)
+            if latest is not None and latest["id"] == command.command_id:
+                self._latest[command.subject] = {**latest, "offset": entry.offset}
+            return ControlResult(
+                True,
+                command.kind,
+                command.subject,
+                f"{command.kind} for {command.subject!r} read back: applied when issued here",
+                command.command_id,
+                confirmed=True,
+            )
+        try:
+            message = self._decide(
+                command, entry.timestamp_ms, clock="appended", offset=entry.offset
+            )
+        except Refused as exc:
+            return self._refused(entry.record, exc.reason)
+        return self._applied_result(command, message)
+
+    def issue(
+        self,
+        kind: str,
+        subject: str | None,
+        payload: Mapping[str, Any],
+        key: SigningKey,
+        issued_by: str,
+        now_ms: int,
+        command_id: str | None = None,
+    ) -> tuple[dict[str, Any] | None, ControlResult]:
+        """Sign a command as the next of its signer's history, apply it here at once, and
+        return the record to publish on ``control`` with the result; the record is None
+        when the command is refused (then nothing changed, and nothing must be published).
+
+        Raises :class:`~processors.control.commands.ControlCommandError` when the payload
+        cannot be signed.
+        """
+        try:
+            signer, _ = self.verifier.signer_of(key.kid, kind, issued_by, now_ms)
+            link = self.log.history.next_link(signer)
+        except Refused as exc:
+            return None, self._refused({"kind": kind, "subject": subject or ""}, exc.reason)
+        record = sign_command(kind, subject, payload, key, issued_by, now_ms, command_id, link=link)
+        try:
+            command = self.verifier.verify(record, now_ms)
+            message = self._decide(command, now_ms, clock="now")
+        except Refused as exc:
+            return None, self._refused(record, exc.reason)
+        self.log.history.place_local(command)
+        return record, self._applied_result(command, message)
+
+    def _refused(self, record: object, reason: str) -> ControlResult:
+        self.commands_refused += 1
+        kind, subject = _text_or(record, "kind"), _text_or(record, "subject")
+        return ControlResult(False, kind, subject, reason, _text_or(record, "command_id"))
+
+    def _applied_result(self, command: Verified, message: str) -> ControlResult:
         self.commands_applied += 1
-        return ControlResult(True, kind, subject, message, command_id)
+        return ControlResult(True, command.kind, command.subject, message, command.command_id)
 
-    def _apply(self, record: Mapping[str, Any], now_ms: int) -> str:
-        # (0) the record has the ControlCommand fields, with their types
-        if not isinstance(record, Mapping):
-            raise Refused(f"a control command is a ControlCommand record, not {record!r:.80}")
-        for name, field_type in _RECORD_FIELDS:
-            value = record.get(name)
-            if not isinstance(value, field_type) or isinstance(value, bool):
-                raise Refused(f"field {name} is missing or not a {field_type.__name__}")
-        command_id: str = record["command_id"]
-        kind: str = record["kind"]
-        subject: str = record["subject"]
-        issued_by: str = record["issued_by"]
-        issued_at_ms: int = record["issued_at_ms"]
-        key_id: str = record["key_id"]
-        for name, value in (("command_id", command_id), ("kind", kind), ("issued_by", issued_by)):
-            if not value.strip():
-                raise Refused(f"field {name} is empty")
+    def _decide(
+        self, command: Verified, at_ms: int, *, clock: str, offset: int | None = None
+    ) -> str:
+        """Steps (5)-(7): judged at ``at_ms`` (the append time, or now); raises Refused."""
+        command_id, kind, subject = command.command_id, command.kind, command.subject
+        issued_at_ms = command.issued_at_ms
+        at = f"{'it was appended' if clock == 'appended' else 'now'} ({iso_ms(at_ms)})"
 
-        # (1) the record has a signature
-        signature = record.get("signature")
-        if not isinstance(signature, bytes | bytearray) or not signature:
-            raise Refused(
-                "the command is not signed; operators sign commands with their key "
-                f"(payload type {CONTROL_PAYLOAD_TYPE})"
-            )
-
-        # (2) key_id is an operator key valid when the command was issued -- or, for the
-        #     few kinds the gate issues itself (quarantine on an integrity violation), a
-        #     gate signing key
-        try:
-            public_key = self.operator_keys.key_for(key_id, issued_at_ms)
-        except KeyError_ as exc:
-            gate_key = None
-            if self.gate_keys is not None and kind in self.gate_kinds:
-                try:
-                    gate_key = self.gate_keys.key_for(key_id, issued_at_ms)
-                except KeyError_:
-                    gate_key = None
-            if gate_key is None:
-                raise Refused(
-                    f"key_id {key_id!r} is not an operator key valid at {iso_ms(issued_at_ms)}: "
-                    f"{exc.reason}"
-                ) from None
-            public_key = gate_key
-
-        # (3) the payload parses as a JSON object (it is part of the signed body)
-        payload = parse_payload(record["payload"])
-
-        # (4) the signature verifies over PAE(control payload type, canonical body)
-        try:
-            message = command_signing_message(
-                command_id=command_id,
-                kind=kind,
-                subject=subject,
-                payload=payload,
-                issued_by=issued_by,
-                issued_at_ms=issued_at_ms,
-                key_id=key_id,
-            )
-        except CanonicalizationError as exc:
-            raise Refused(f"the payload has no canonical JSON form: {exc.reason}") from None
-        try:
-            verify_signature(public_key, bytes(signature), message)
-        except KeyError_ as exc:
-            raise Refused(
-                f"the signature does not verify with operator key {key_id!r}: {exc.reason} "
-                "(the command was changed after signing, or another key signed it)"
-            ) from None
-
-        # (5) not from the future, and not older than what was applied for the subject
-        if issued_at_ms > now_ms + self.max_future_skew_ms:
+        # (5) not from the future, not held back, not older than what was applied for the
+        #     subject
+        if issued_at_ms > at_ms + self.max_future_skew_ms:
             raise Refused(
                 f"issued at {iso_ms(issued_at_ms)}, more than {self.max_future_skew_ms} ms "
-                f"after now ({iso_ms(now_ms)}); check the operator's clock"
+                f"after {at}: a command dated in the future is refused, for ever; "
+                "check the operator's clock and issue it again"
+            )
+        if at_ms - issued_at_ms > self.max_append_delay_ms:
+            raise Refused(
+                f"issued at {iso_ms(issued_at_ms)}, more than {self.max_append_delay_ms} ms "
+                f"before {at}: a command held back is refused; issue a new one"
             )
         last = self._applied.get(subject)
         if last is not None:
@@ -326,14 +380,16 @@ class ControlState:
         if entry is None:
             raise Refused(f"unknown command kind {kind!r}; known kinds: {', '.join(self.kinds)}")
         if entry.subject is not None:
-            expected = entry.subject(payload)
+            expected = entry.subject(command.payload)
             if subject != expected:
                 raise Refused(f"a {kind} command for this payload has subject {expected!r}")
 
         # (7) apply: the handler changes the state, or refuses and changes nothing
-        context = ControlContext(command_id, kind, subject, issued_by, issued_at_ms, key_id, now_ms)
+        context = ControlContext(
+            command_id, kind, subject, command.issued_by, issued_at_ms, command.key_id, at_ms
+        )
         try:
-            result = entry.handler(payload, context)
+            result = entry.handler(command.payload, context)
         except Refused:
             raise
         except Exception as exc:  # noqa: BLE001 - a handler bug refuses the command
@@ -345,7 +401,17 @@ class ControlState:
             last.command_ids.add(command_id)
         self.last_command_at_ms = issued_at_ms
         self.last_command_kind = kind
-        self.last_applied_at_ms = now_ms
+        self.last_applied_at_ms = at_ms
+        self._latest[subject] = {
+            "kind": kind,
+            "id": command_id,
+            "issued_by": command.issued_by,
+            "issued_at_ms": issued_at_ms,
+            "applied_at_ms": at_ms,
+            "signer": str(command.signer),
+            "sequence": command.link.sequence if command.link is not None else None,
+            "offset": offset,
+        }
         return result
 
     # -- built-in kinds ------------------------------------------------------------

@@ -189,6 +189,11 @@ REFUSALS: list[tuple[str, Any, str]] = [
         "is not an operator key valid at",
     ),
     (
+        "retired key, dated inside its old window",
+        cmd("agent.suspend", SUSPEND, at=T0 - 2000, key=RETIRED),
+        "is not an operator key valid at 2023-11-14T22:13:20.000Z",
+    ),
+    (
         "tampered payload",
         _tamper(
             cmd("agent.suspend", SUSPEND),
