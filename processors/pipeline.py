@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 from processors.enforcement import Enforcement, Outcome, combine
 from processors.intent import Intent
-from processors.verdict import GateState, Layer, StatefulLayer, Status, Verdict
+from processors.verdict import ALREADY_DECIDED, GateState, Layer, StatefulLayer, Status, Verdict
 
 __all__ = ["Pipeline"]
 
@@ -55,11 +55,14 @@ class Pipeline:
         self, intent: Intent, state: GateState, verdicts: list[Verdict], result: Enforcement
     ) -> Enforcement:
         """Let stateful layers learn from the intent — only if its identity verified, so
-        a forged intent cannot move an agent's sequence, nonces or baselines. A layer
-        that fails to update its state turns the decision into a deny."""
+        a forged intent cannot move an agent's sequence, nonces or baselines, and only if
+        it is new (an exact replay of a decided intent teaches nothing). A layer that fails
+        to update its state turns the decision into a deny."""
         if self.observe_after and not any(
             v.layer == self.observe_after and v.status is Status.ALLOW for v in verdicts
         ):
+            return result
+        if any(v.evidence.get(ALREADY_DECIDED) == "true" for v in verdicts):
             return result
         for layer in self.stateful:
             try:

@@ -9,7 +9,12 @@ from typing import Any, Protocol, runtime_checkable
 
 from processors.intent import Intent
 
-__all__ = ["Status", "Verdict", "GateState", "Layer", "StatefulLayer"]
+__all__ = ["ALREADY_DECIDED", "Status", "Verdict", "GateState", "Layer", "StatefulLayer"]
+
+ALREADY_DECIDED = "already_decided"
+"""Evidence key a layer sets (to ``"true"``) on a verdict about an exact copy of an intent
+that was decided before: stateful layers do not learn from it (a replay is not new
+activity, so a flood of replays cannot move an agent's rates, baselines or sequence)."""
 
 
 class Status(StrEnum):

@@ -31,6 +31,7 @@ from processors.crypto.keys import (
 )
 from processors.exceptions import TrustplaneError
 from processors.layers.integrity import runtime_quarantine_subject, runtime_subject
+from processors.layers.integrity.resets import RESET_KIND, state_reset_subject
 from processors.layers.killswitch import subject_of as killswitch_subject
 from streams.cli.context import settings
 
@@ -58,13 +59,15 @@ review_app = typer.Typer(help="Intents held for review: list them, approve or de
 def send(
     ctx: typer.Context, kind: str, payload: dict[str, Any], *, subject: str | None = None
 ) -> dict[str, Any]:
-    """Sign a control command with the operator key and publish it on ``control``."""
+    """Sign a control command with the operator key, as the next of the key's history on
+    ``control`` (read first), and publish it there under its subject."""
     from streams.operator import OperatorClient
 
     with OperatorClient(settings(ctx)) as operator:
         record = operator.send(kind, payload, subject=subject)
     out.print(
-        f"[green]sent[/] {kind} for [bold]{record['subject']}[/] (command {record['command_id']})"
+        f"[green]sent[/] {kind} for [bold]{record['subject']}[/] (command {record['command_id']}, "
+        f"sequence {record['sequence']} of operator key {record['key_id']})"
     )
     return record
 
@@ -74,7 +77,9 @@ def send(
 
 @keys_app.command("init")
 def keys_init(ctx: typer.Context) -> None:
-    """Create the local operator key + keyset and the approval signing keyring (idempotent)."""
+    """Create the local operator key + keyset, the approval signing keyring and the gate
+    state key (idempotent)."""
+    from streams.gate.seal import state_key_path
     from streams.operator import ensure_local_keys
 
     keys = ensure_local_keys(settings(ctx))
@@ -82,6 +87,7 @@ def keys_init(ctx: typer.Context) -> None:
         out.print(f"created {path}")
     out.print(f"operator keyset (workers' trust root): {keys.operator_keyset_path}")
     out.print(f"approval keys for executors (JWKS):    {keys.approval_jwks_path}")
+    out.print(f"gate state key (every gate worker):    {state_key_path(settings(ctx))}")
 
 
 @keys_app.command("generate")
@@ -195,6 +201,24 @@ def agents_suspend(
 def agents_reinstate(ctx: typer.Context, agent_id: str) -> None:
     """Lift a suspension."""
     send(ctx, "agent.reinstate", {"agent_id": agent_id})
+
+
+@agents_app.command("reset-state")
+def agents_reset_state(
+    ctx: typer.Context,
+    agent_id: str,
+    partition: Annotated[int, typer.Option(help="gate-state partition, from the denial")],
+    offset: Annotated[int, typer.Option(help="gate-state offset, from the denial")],
+    reason: Annotated[str, typer.Option()],
+) -> None:
+    """Reset an agent whose gate state failed authentication (its intents are denied with
+    the record's partition and offset). The fresh state refuses intents issued before."""
+    send(
+        ctx,
+        RESET_KIND,
+        {"agent_id": agent_id, "partition": partition, "offset": offset, "reason": reason},
+        subject=state_reset_subject(agent_id),
+    )
 
 
 @agents_app.command("list")

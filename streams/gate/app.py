@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import threading
 from typing import Any
 
@@ -20,10 +21,8 @@ from prometheus_client import generate_latest
 
 from processors.control import ControlResult
 from processors.lineage import LineageRecorder
-from streams.codec import DecodeError, default_codec
 from streams.config import Settings
 from streams.gate.control import ControlFollower
-from streams.gate.gate import Output
 from streams.gate.metrics import GateMetrics
 from streams.gate.state import KafkaAgentStates
 from streams.gate.wiring import GateParts, build_gate
@@ -60,7 +59,11 @@ class GateService(Service):
         while not self.should_stop:
             if self._thread is not None and not self._thread.is_alive():
                 if self._error is not None:
-                    await self.crash(self._error)
+                    # a worker that stopped deciding must not look alive: exit, so that a
+                    # supervisor (make run, systemd, Kubernetes) sees it and restarts it
+                    log.critical("the gate worker stopped deciding; exiting: %s", self._error)
+                    logging.shutdown()
+                    os._exit(3)
                 return
             await asyncio.sleep(0.5)
 
@@ -71,36 +74,33 @@ class GateService(Service):
 
 
 def _add_control_view(app: faust.App, settings: Settings, metrics: GateMetrics) -> None:
-    """A Faust table of the latest command kind and id per ``control`` subject.
+    """``/control``: the latest *applied* command per ``control`` subject, as this worker's
+    control state applied it (kind, id, signer, sequence, issued and applied times).
 
-    It is an operator's view (served on /control); the decisions use the full state
-    every worker rebuilds from the compacted topic (``streams/gate/control.py``).
+    Refused records never show here (they are in lineage, ``control.refused``, and in
+    ``trustplane_control_commands_total{kind="<kind>:refused"}``): the view comes from the
+    state the decisions use (``streams/gate/control.py``), not from the raw topic, which
+    anyone allowed to write it could fill with tombstones, junk or forgeries.
     """
-    codec = default_codec()
-    control = app.topic(
-        settings.topic("control"), key_type=bytes, value_type=bytes, value_serializer="raw"
-    )
-    # the table's changelog must have the source topic's partition count (control has 1)
-    latest = app.Table("control-latest", default=None, partitions=1)
+    from streams.gate.control import applied_commands
+
+    topic = settings.topic("control")
+    # the Faust host needs a subscription of its own (its consumer refuses to start
+    # without one): it reads control too, and leaves applying it to the worker's follower
+    control = app.topic(topic, key_type=bytes, value_type=bytes, value_serializer="raw")
 
     @app.agent(control)
-    async def follow_control(stream: Any) -> None:
-        async for event in stream.events():
-            try:
-                command = codec.decode(event.value or b"", "ControlCommand")
-            except DecodeError as exc:
-                log.warning("control record is not a ControlCommand: %s", exc.reason)
-                continue
-            latest[command["subject"]] = {"kind": command["kind"], "id": command["command_id"]}
+    async def drain_control(stream: Any) -> None:
+        async for _ in stream.events():
+            pass
 
     @app.page("/control")
     async def control_page(web: Any, request: Any) -> Any:
-        return web.json({str(k): v for k, v in latest.items()})
+        return web.json(applied_commands(topic))
 
 
 def _control_lineage(parts: GateParts, metrics: GateMetrics, worker: str) -> Any:
     recorder = LineageRecorder(worker)
-    codec = default_codec()
 
     def on_result(
         record: dict[str, Any] | None, result: ControlResult | None, error: str | None
@@ -112,7 +112,8 @@ def _control_lineage(parts: GateParts, metrics: GateMetrics, worker: str) -> Any
             return
         reason = error or (result.reason if result else "")
         event = recorder.event(
-            subject=str(record.get("command_id")),
+            # one event per command and worker: each worker says what it did with it
+            subject=f"{record.get('command_id')}@{worker}",
             stage="control",
             event_type=f"control.{'applied' if applied else 'refused'}",
             status=kind,
@@ -125,7 +126,7 @@ def _control_lineage(parts: GateParts, metrics: GateMetrics, worker: str) -> Any
                 "key_id": str(record.get("key_id")),
             },
         )
-        parts.gate.emit([Output("lineage", None, codec.encode("LineageEvent", event))])
+        parts.gate.emit(parts.gate.lineage_outputs(None, [event], parts.gate.clock()))
 
     return on_result
 
@@ -142,6 +143,7 @@ def create_app(settings: Settings) -> faust.App:
         list(parts.gate.states.layers.values()),
         spill_dir=spill,
         max_cached=settings.max_cached_agents,
+        on_untrusted=lambda _marker: metrics.untrusted_state.inc(),
     )
     parts.gate.states = states
     follower = ControlFollower(
@@ -188,6 +190,10 @@ def create_app(settings: Settings) -> faust.App:
             ),
             "killswitch": parts.killswitches.summary(),
             "approval_keys": sorted(parts.signer.public_keyset()),
+            "untrusted_agent_state": [
+                {"agent_id": m.agent_id, "partition": m.partition, "offset": m.offset}
+                for m in states.untrusted()
+            ],
         }
         return web.bytes(json.dumps(body).encode(), content_type="application/json")
 

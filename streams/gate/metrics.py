@@ -28,6 +28,11 @@ class GateMetrics:
         self.lineage_events = Counter(
             "trustplane_lineage_events_total", "Lineage events produced.", registry=r
         )
+        self.untrusted_state = Counter(
+            "trustplane_gate_state_untrusted_total",
+            "gate-state records that failed authentication (their agent fails closed).",
+            registry=r,
+        )
         self.decision_latency = Histogram(
             "trustplane_decision_latency_ms",
             "Time from reading an intent to its decision, in milliseconds.",

@@ -1,4 +1,5 @@
-"""Per-agent state of the stateful layers, kept exactly-once with the decisions.
+"""Per-agent state of the stateful layers, kept exactly-once with the decisions, and
+trusted only when the gate itself wrote it.
 
 Intents are keyed by agent id, so one agent's state lives with one ``intents``
 partition. The worker keeps that state in memory and writes every agent it changed
@@ -8,6 +9,44 @@ assignment it rebuilds each partition's state from the committed changelog; afte
 aborted transaction it rebuilds again, so in-memory state never runs ahead of what
 Kafka committed. A worker restarted after SIGKILL therefore still knows every nonce,
 sequence and baseline its predecessor committed.
+
+Only the gate's own writes count
+================================
+
+Anyone who can write to ``gate-state`` could otherwise wipe an agent's replay memory
+(one empty record and a restart, and a replayed intent is approved again). So every
+record is sealed -- an HMAC-SHA256 with the gate state key over the partition, the agent
+id and the body, and a count of the agent's writes in the body
+(``streams/gate/seal.py`` has the format).
+
+Restoring: the last record of an agent decides
+===============================================
+
+For each agent the last record on its partition decides. A record that is authentic,
+readable and newer than the agent's earlier writes is its state. Anything else -- a
+missing or wrong MAC, another format (including format 1, and JSON or not), an authentic
+record a layer cannot load, a tombstone, an older write again -- makes the agent
+*untrusted*: the worker logs an ``ALERT``, counts it (:attr:`AgentStates.untrusted_records`,
+``on_untrusted``), never crashes on it, writes nothing for the agent, and puts a
+:class:`~processors.layers.integrity.UntrustedState` in the agent's integrity slot. The
+integrity layer then denies every intent of the agent with a reason that names the
+record (partition, offset) -- across restarts too, since nothing newer is written. A
+later genuine record (a worker that kept running wrote it) supersedes a forged one.
+
+The gate never writes tombstones, so a tombstone is never genuine (a MAC on a deletion
+could not be told from a replay of it: there is no state to count writes in).
+
+The operator's way out is a signed ``agent.state.reset`` control command naming the
+record (``processors/layers/integrity/resets.py``); on the agent's next intent the
+integrity layer starts a fresh state that refuses every intent issued before the
+command, and the worker writes it here, sealed.
+
+What the seal cannot do: a genuine older record written again *and* compacted past its
+newer one, or records hidden behind a transaction an intruder leaves open, are not
+detectable here -- only the gate workers' principal may write ``gate-state`` (topic and
+transactional-id ACLs). A tombstone, once ``delete.retention.ms`` passed and compaction
+removed it with the agent's records, leaves the agent without state, so keep that above
+``replay_retention_ms`` (then every forgotten intent is outside the replay window).
 """
 
 from __future__ import annotations
@@ -17,47 +56,84 @@ import logging
 import shutil
 import time
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from confluent_kafka import KafkaError, TopicPartition
 
 from processors.exceptions import TrustplaneError
+from processors.layers.integrity import IntegrityCheck, UntrustedState
 from processors.verdict import StatefulLayer
 from streams import kafka
 from streams.config import Settings
+from streams.gate.seal import (
+    FORMAT_VERSION,
+    STATE_KEY_FILE,
+    StateAuthenticationError,
+    StateError,
+    StateSeal,
+    create_state_key,
+    load_state_key,
+    state_key_path,
+)
 from streams.kafka import Record
 
 StateCodec = Any  # a StatefulLayer or anything with state_key / dump_state / load_state
 
-__all__ = ["AgentStates", "KafkaAgentStates", "StateError", "STATE_TOPIC"]
+__all__ = [
+    "FORMAT_VERSION",
+    "STATE_KEY_FILE",
+    "AgentStates",
+    "KafkaAgentStates",
+    "StateAuthenticationError",
+    "StateError",
+    "StateSeal",
+    "STATE_TOPIC",
+    "create_state_key",
+    "load_state_key",
+    "state_key_path",
+]
 
 log = logging.getLogger(__name__)
 
 STATE_TOPIC = "gate-state"
-FORMAT_VERSION = 1
+_WRITES: Final = "_writes"
+"""Reserved key in an agent's state dict: how many times the gate stored that state."""
+_INTEGRITY: Final = IntegrityCheck.state_key
+
+UntrustedHook = Callable[[UntrustedState], None]
 
 
-class StateError(TrustplaneError):
-    """Agent state could not be restored or saved."""
+# -- per-agent state ---------------------------------------------------------------------
 
 
 class AgentStates:
-    """In-memory per-agent state (what tests and the offline evaluation use)."""
+    """Per-agent state in memory (what tests and the offline evaluation use), sealed when
+    encoded; :class:`KafkaAgentStates` adds the changelog topic."""
 
     def __init__(
         self,
         layers: Sequence[StatefulLayer | StateCodec] = (),
         *,
+        seal: StateSeal | None = None,
         spill_dir: Path | None = None,
         max_cached: int = 10_000,
+        on_untrusted: UntrustedHook | None = None,
     ) -> None:
-        """``spill_dir``: keep at most ``max_cached`` agents decoded in memory and the
-        rest, encoded, in a local RocksDB there (``rocksdict``), for estates whose state
-        outgrows memory. RocksDB is only a cache of the changelog, rebuilt from it."""
+        """``seal``: the gate state key (default: a random one, for state that never
+        leaves the process). ``spill_dir``: keep at most ``max_cached`` agents decoded
+        in memory and the rest, sealed, in a local RocksDB there (``rocksdict``), for
+        estates whose state outgrows memory. RocksDB is only a cache of the changelog,
+        rebuilt from it. ``on_untrusted`` is called with every record restore could not
+        trust (e.g. to count it in a metric)."""
         self.layers = {layer.state_key: layer for layer in layers}
+        self.seal = seal or StateSeal.ephemeral()
+        self.on_untrusted = on_untrusted
+        self.untrusted_records = 0
         self._states: dict[int, dict[str, dict[str, Any]]] = {}
+        self._failed: dict[tuple[int, str], dict[str, Any]] = {}
+        self._writes_seen: dict[tuple[int, str], int] = {}
         self._dirty: set[tuple[int, str]] = set()
         self._db: Any = None
         self.max_cached = max_cached
@@ -70,6 +146,10 @@ class AgentStates:
             self._db = Rdict(str(spill_dir))
 
     def get(self, partition: int, agent_id: str) -> dict[str, Any]:
+        if self._failed:
+            untrusted = self._failed.get((partition, agent_id))
+            if untrusted is not None:
+                return untrusted
         agents = self._states.setdefault(partition, {})
         state = agents.get(agent_id)
         if state is None and self._db is not None:
@@ -83,6 +163,19 @@ class AgentStates:
             self._recent[(partition, agent_id)] = None
             self._recent.move_to_end((partition, agent_id))
         return state
+
+    def failed(self, partition: int, agent_id: str) -> str | None:
+        """Why this agent's stored state is not trusted (None: it is, or it was reset)."""
+        marker = self._failed.get((partition, agent_id), {}).get(_INTEGRITY)
+        return marker.reason if isinstance(marker, UntrustedState) else None
+
+    def untrusted(self) -> list[UntrustedState]:
+        """The agents whose stored state is not trusted, waiting for an operator."""
+        return [
+            state[_INTEGRITY]
+            for _, state in sorted(self._failed.items())
+            if isinstance(state.get(_INTEGRITY), UntrustedState)
+        ]
 
     def agents(self, partition: int) -> list[tuple[str, dict[str, Any]]]:
         names = set(self._states.get(partition, {}))
@@ -100,25 +193,100 @@ class AgentStates:
         if self._db is None:
             return
         for partition, agent_id in self._dirty:
-            self._db[_spill_key(partition, agent_id)] = self.encode(partition, agent_id)
+            if (partition, agent_id) not in self._failed:
+                self._db[_spill_key(partition, agent_id)] = self.encode(partition, agent_id)
         while len(self._recent) > self.max_cached:  # all of them are in RocksDB now
             (partition, agent_id), _ = self._recent.popitem(last=False)
             self._states.get(partition, {}).pop(agent_id, None)
 
-    def _restored(self, partition: int, agent_id: str, value: bytes | None) -> None:
-        if self._db is None:
-            if value is None:
-                self._states.setdefault(partition, {}).pop(agent_id, None)
-            else:
-                self.load(partition, agent_id, value)
+    # -- restoring ---------------------------------------------------------------------
+
+    def begin_restore(self, partitions: Iterable[int]) -> None:
+        """Forget these partitions' state: the records fed to :meth:`restore_record`
+        next rebuild it."""
+        partitions = sorted(set(partitions))
+        self.drop(partitions)
+        for partition in partitions:
+            self._states[partition] = {}
+
+    def restore_record(
+        self, partition: int, key: bytes | None, value: bytes | None, offset: int
+    ) -> None:
+        """Apply one ``gate-state`` record, oldest first. Never raises for what the
+        record holds: a record it cannot trust makes its agent untrusted (see the module
+        doc), a record with no agent id as key is reported and skipped."""
+        # (1) the key names an agent
+        try:
+            agent_id = (key or b"").decode()
+        except UnicodeDecodeError:
+            agent_id = ""
+        if not agent_id:
+            self.untrusted_records += 1
+            log.error(
+                "ALERT: gate-state partition %d offset %d has key %r, which is no agent id; "
+                "the gate never writes such a record (ignored)",
+                partition,
+                offset,
+                (key or b"")[:64],
+            )
             return
-        key = _spill_key(partition, agent_id)
+        # (2) a value: the gate never deletes an agent's state
         if value is None:
-            self._db.delete(key)
+            self._distrust(
+                partition,
+                agent_id,
+                offset,
+                "is a tombstone (a deletion), which the gate never writes",
+            )
+            return
+        # (3) sealed by this gate for this partition and agent, and readable
+        try:
+            state = self._decode(partition, agent_id, value)
+        except StateError as exc:
+            self._distrust(partition, agent_id, offset, exc.reason)
+            return
+        # (4) newer than every earlier write of the agent on this partition
+        writes = state[_WRITES]
+        last = self._writes_seen.get((partition, agent_id))
+        if last is not None and writes <= last:
+            self._distrust(
+                partition,
+                agent_id,
+                offset,
+                f"is an older write of the gate written again (write {writes} after write "
+                f"{last}: a replayed or rolled-back state record)",
+            )
+            return
+        self._writes_seen[(partition, agent_id)] = writes
+        self._failed.pop((partition, agent_id), None)
+        if self._db is None:
+            self._states.setdefault(partition, {})[agent_id] = state
         else:
-            self.load(partition, agent_id, value)  # checks it is readable, then spills it
-            self._db[key] = value
-            self._states[partition].pop(agent_id, None)
+            self._db[_spill_key(partition, agent_id)] = bytes(value)
+            self._states.setdefault(partition, {}).pop(agent_id, None)
+
+    def end_restore(self) -> None:
+        self._writes_seen.clear()
+
+    def _distrust(self, partition: int, agent_id: str, offset: int, problem: str) -> None:
+        marker = UntrustedState(agent_id, partition, offset, problem)
+        # the stand-in state the gate sees: the integrity layer denies while it is there
+        self._failed[(partition, agent_id)] = {
+            _INTEGRITY: marker,
+            _WRITES: self._writes_seen.get((partition, agent_id), 0),
+        }
+        self._states.get(partition, {}).pop(agent_id, None)
+        if self._db is not None:
+            self._db.delete(_spill_key(partition, agent_id))
+        self.untrusted_records += 1
+        log.error("ALERT: %s", marker.reason)
+        if self.on_untrusted is not None:
+            try:
+                self.on_untrusted(marker)
+            except Exception:  # noqa: BLE001 - a metric hook must not stop the restore
+                log.exception("the on_untrusted hook failed")
+
+    # -- changes -----------------------------------------------------------------------
 
     def touched(self, partition: int, agent_id: str) -> None:
         self._dirty.add((partition, agent_id))
@@ -129,7 +297,38 @@ class AgentStates:
     def clear_dirty(self) -> None:
         self._dirty.clear()
 
+    def take_changes(self) -> list[tuple[int, str, bytes]]:
+        """(partition, agent id, sealed value) of every changed agent, each with its
+        write count advanced; then they are spilled and no longer pending. An untrusted
+        agent is never written -- unless an operator reset it since (its integrity state
+        is a real one again), and then it is trusted from here on."""
+        changes = []
+        for partition, agent_id in self.dirty():
+            if (partition, agent_id) in self._failed and not self._lift(partition, agent_id):
+                continue
+            state = self.get(partition, agent_id)
+            state[_WRITES] = int(state.get(_WRITES, 0)) + 1
+            changes.append((partition, agent_id, self.encode(partition, agent_id)))
+        self.spill()
+        self.clear_dirty()
+        return changes
+
+    def _lift(self, partition: int, agent_id: str) -> bool:
+        state = self._failed[(partition, agent_id)]
+        if isinstance(state.get(_INTEGRITY), UntrustedState):
+            return False
+        del self._failed[(partition, agent_id)]
+        self._states.setdefault(partition, {})[agent_id] = state
+        log.warning(
+            "gate state of agent %r (partition %d) was reset by an operator: it starts "
+            "afresh and is written, sealed",
+            agent_id,
+            partition,
+        )
+        return True
+
     def drop(self, partitions: Iterable[int]) -> None:
+        partitions = set(partitions)
         for partition in partitions:
             self._states.pop(partition, None)
             if self._db is not None:
@@ -142,99 +341,143 @@ class AgentStates:
                 for key in stale:
                     self._db.delete(key)
                 self._recent = OrderedDict((k, None) for k in self._recent if k[0] != partition)
-        self._dirty = {d for d in self._dirty if d[0] in self._states}
+        self._failed = {k: v for k, v in self._failed.items() if k[0] not in partitions}
+        self._writes_seen = {k: v for k, v in self._writes_seen.items() if k[0] not in partitions}
+        self._dirty = {d for d in self._dirty if d[0] in self._states or d in self._failed}
+
+    # -- the record format ---------------------------------------------------------------
 
     def encode(self, partition: int, agent_id: str) -> bytes:
+        """The agent's state as a sealed ``gate-state`` value (format 2)."""
+        if (partition, agent_id) in self._failed:
+            raise StateError(
+                f"the state of agent {agent_id!r} (partition {partition}) is not trusted and "
+                "is never written",
+                hint="an operator resets it with an agent.state.reset command",
+            )
         state = self._states.get(partition, {}).get(agent_id, {})
         body = {
-            "v": FORMAT_VERSION,
             "layers": {
                 key: self.layers[key].dump_state(value)
                 for key, value in state.items()
                 if key in self.layers
             },
+            "n": int(state.get(_WRITES, 0)),
         }
-        return json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
+        text = json.dumps(body, separators=(",", ":"), sort_keys=True).encode()
+        return self.seal.seal(partition, agent_id, text)
 
     def load(self, partition: int, agent_id: str, value: bytes) -> None:
+        """Open and decode a sealed value as this agent's state; StateError (or its
+        StateAuthenticationError) when it is not the gate's own or is unreadable."""
+        self._states.setdefault(partition, {})[agent_id] = self._decode(partition, agent_id, value)
+
+    def _decode(self, partition: int, agent_id: str, value: bytes) -> dict[str, Any]:
+        body = self.seal.open(partition, agent_id, value)
         try:
-            body = json.loads(value)
-            if body.get("v") != FORMAT_VERSION:
-                raise ValueError(f"state format {body.get('v')!r}, expected {FORMAT_VERSION}")
+            document = json.loads(body)
+            if not isinstance(document, dict) or set(document) != {"layers", "n"}:
+                raise ValueError("expected a JSON object with layers and n")
+            writes, layers = document["n"], document["layers"]
+            if type(writes) is not int or writes < 0:
+                raise ValueError(f"n is {writes!r}, not a write count")
+            if not isinstance(layers, dict):
+                raise ValueError("layers is not an object")
             state = {
                 key: self.layers[key].load_state(data)
-                for key, data in body["layers"].items()
+                for key, data in layers.items()
                 if key in self.layers
             }
         except Exception as exc:  # noqa: BLE001 - any unreadable state is a typed error
+            detail = exc.reason if isinstance(exc, TrustplaneError) else str(exc)
             raise StateError(
-                f"state of agent {agent_id!r} (partition {partition}) is unreadable: {exc}",
-                hint="the worker will not decide for this partition; inspect the gate-state topic",
+                f"is authentic but this worker cannot read it ({type(exc).__name__}: "
+                f"{detail[:300]})"
             ) from exc
-        self._states.setdefault(partition, {})[agent_id] = state
+        state[_WRITES] = writes
+        return state
 
 
 class KafkaAgentStates(AgentStates):
-    """AgentStates backed by the ``gate-state`` changelog topic."""
+    """AgentStates backed by the ``gate-state`` changelog topic, sealed with the gate
+    state key of ``settings`` (unless ``seal`` is given)."""
 
     def __init__(
         self,
         settings: Settings,
         layers: Sequence[StatefulLayer | StateCodec],
         *,
+        seal: StateSeal | None = None,
         spill_dir: Path | None = None,
         max_cached: int = 10_000,
+        on_untrusted: UntrustedHook | None = None,
     ) -> None:
-        super().__init__(layers, spill_dir=spill_dir, max_cached=max_cached)
+        super().__init__(
+            layers,
+            seal=seal or StateSeal.from_settings(settings),
+            spill_dir=spill_dir,
+            max_cached=max_cached,
+            on_untrusted=on_untrusted,
+        )
+        if _INTEGRITY not in self.layers:
+            log.warning(
+                "no %r layer: an agent whose stored state is not trusted is not denied by "
+                "a layer (the gate must ask AgentStates.failed)",
+                _INTEGRITY,
+            )
         self.topic = settings.topic(STATE_TOPIC)
         self._consumer = kafka.consumer(settings, f"{settings.group_id}-state-restore")
 
     def restore(self, partitions: Iterable[int], timeout: float = 60.0) -> int:
         """Rebuild the state of these partitions from the committed changelog."""
         partitions = sorted(set(partitions))
-        self.drop(partitions)
+        self.begin_restore(partitions)
         count = 0
         started = time.monotonic()
-        for partition in partitions:
-            self._states[partition] = {}
-            tp = TopicPartition(self.topic, partition)
-            low, high = self._consumer.get_watermark_offsets(tp, timeout=timeout)
-            if high <= low:
+        try:
+            for partition in partitions:
+                count += self._restore_partition(partition, started, timeout)
+        finally:
+            self.end_restore()
+            self._consumer.unassign()
+        return count
+
+    def _restore_partition(self, partition: int, started: float, timeout: float) -> int:
+        tp = TopicPartition(self.topic, partition)
+        low, high = self._consumer.get_watermark_offsets(tp, timeout=timeout)
+        if high <= low:
+            return 0
+        self._consumer.assign([TopicPartition(self.topic, partition, low)])
+        count, position, idle = 0, low, 0
+        # the end may be a commit/abort marker, never delivered: stop when idle
+        while position < high and idle < 2:
+            if time.monotonic() - started > timeout:
+                raise StateError(f"restoring {self.topic}/{partition} took over {timeout} s")
+            message = self._consumer.poll(0.5)
+            if message is None:
+                (now_at,) = self._consumer.position([TopicPartition(self.topic, partition)])
+                position = max(position, now_at.offset)
+                idle += 1
                 continue
-            self._consumer.assign([TopicPartition(self.topic, partition, low)])
-            position, idle = low, 0
-            # the end may be a commit/abort marker, never delivered: stop when idle
-            while position < high and idle < 2:
-                if time.monotonic() - started > timeout:
-                    raise StateError(f"restoring {self.topic}/{partition} took over {timeout} s")
-                message = self._consumer.poll(0.5)
-                if message is None:
-                    (now_at,) = self._consumer.position([TopicPartition(self.topic, partition)])
-                    position = max(position, now_at.offset)
-                    idle += 1
-                    continue
-                idle = 0
-                error = message.error()
-                if error is not None:
-                    if error.code() != KafkaError._PARTITION_EOF:
-                        raise StateError(f"restoring {self.topic}/{partition}: {error.str()}")
-                    break
-                position = (message.offset() or 0) + 1
-                self._restored(partition, (message.key() or b"").decode(), message.value())
-                count += 1
-        self._consumer.unassign()
+            idle = 0
+            error = message.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    raise StateError(f"restoring {self.topic}/{partition}: {error.str()}")
+                break
+            offset = message.offset() or 0
+            position = offset + 1
+            self.restore_record(partition, message.key(), message.value(), offset)
+            count += 1
         return count
 
     def changes(self) -> list[Record]:
         """A record of every changed agent's state, for the batch's transaction (and the
         changes are no longer pending)."""
-        records = [
-            Record(self.topic, agent_id.encode(), self.encode(partition, agent_id), partition)
-            for partition, agent_id in self.dirty()
+        return [
+            Record(self.topic, agent_id.encode(), value, partition)
+            for partition, agent_id, value in self.take_changes()
         ]
-        self.spill()
-        self.clear_dirty()
-        return records
 
     def close(self) -> None:
         self._consumer.close()

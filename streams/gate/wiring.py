@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 from processors.approval import ApprovalSigner, SigningKeyring
 from processors.approval.executions import ApprovalLedgerCodec
-from processors.control import ControlState, sign_command
+from processors.control import ControlState
 from processors.crypto.keys import KeyError_, Keyset
 from processors.enforcement import Enforcement
 from processors.exceptions import ConfigError, TrustplaneError
@@ -156,19 +156,13 @@ class QuarantineResponder:
                 kind, subject = "agent.quarantine", None
                 payload = {"agent_id": intent.agent_id, "reason": reason}
             try:
-                record = sign_command(
-                    kind,
-                    subject,
-                    payload,
-                    self.keyring.signing_key(now),
-                    self.issued_by,
-                    now_ms=now,
+                record, result = self.control.issue(
+                    kind, subject, payload, self.keyring.signing_key(now), self.issued_by, now
                 )
             except TrustplaneError as exc:  # no usable gate key: the intent is denied anyway
                 log.error("cannot sign a quarantine for %s: %s", intent.agent_id, exc.reason)
                 continue
-            result = self.control.apply(record, now)
-            if not result.applied:
+            if record is None:
                 log.warning("quarantine of %s not applied: %s", intent.agent_id, result.reason)
                 continue
             outputs.append(

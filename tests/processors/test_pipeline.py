@@ -101,3 +101,39 @@ def test_skipped_layers_alone_deny():
     result = combine([Verdict.allow("identity")], ["identity"], skipped=["policy"])
     assert result.outcome is Outcome.DENIED
     assert "layers not run: policy" in result.reasons[0]
+
+
+class Learning:
+    """A stateful layer that counts what it learned from."""
+
+    name = "learning"
+    state_key = "learning"
+
+    def evaluate(self, intent, state):
+        return Verdict.allow("learning")
+
+    def new_state(self):
+        return {"observed": 0}
+
+    def load_state(self, data):
+        return dict(data)
+
+    def dump_state(self, layer_state):
+        return dict(layer_state)
+
+    def observe(self, intent, state, outcome):
+        state.agent[self.state_key]["observed"] += 1
+
+
+def test_stateful_layers_do_not_learn_from_an_exact_replay_of_a_decided_intent():
+    from processors.verdict import ALREADY_DECIDED
+
+    replay = Verdict.deny("integrity", "replay: already decided", **{ALREADY_DECIDED: "true"})
+    other = Verdict.deny("integrity", "replay: nonce reused by another intent")
+    counting = Learning()
+    state = GateState(now_ms=1_700_000_000_100, agent={})
+    for _ in range(50):  # a flood of replays is not activity
+        Pipeline([counting, Fixed("integrity", replay)]).decide(make_intent(), state)
+    assert state.agent["learning"]["observed"] == 0
+    Pipeline([counting, Fixed("integrity", other)]).decide(make_intent(), state)
+    assert state.agent["learning"]["observed"] == 1, "a different violation is still activity"

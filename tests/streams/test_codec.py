@@ -166,6 +166,17 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "attributes": {"topic": "intents", "partition": "3", "offset": "120455"},
         "occurred_at_ms": NOW_MS + 3,
         "worker": "gate-0",
+        "verdicts": [
+            {
+                "layer": "policy",
+                "status": "DENY",
+                "reasons": ["forbid"],
+                "evidence": {"policy": "p-1"},
+                "duration_us": 41,
+            }
+        ],
+        "signer": "gate-key-1",
+        "signature": "c2lnbmF0dXJl",
         "prev_hash": None,
         "event_hash": None,
         "log_index": 41,
@@ -189,6 +200,8 @@ SAMPLES: dict[str, dict[str, Any]] = {
         "issued_at_ms": NOW_MS,
         "key_id": "ops-key-1",
         "signature": b"\x01" * 64,
+        "sequence": 4,
+        "previous": "sha256:" + "ab" * 32,
     },
 }
 

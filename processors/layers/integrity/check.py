@@ -4,18 +4,27 @@ see :mod:`processors.layers.integrity`).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from processors.crypto.jcs import CanonicalizationError
 from processors.intent import Intent
+from processors.layers.identity import signing_message_for
 from processors.layers.integrity.config import IntegrityConfig
 from processors.layers.integrity.registry import REGISTER_KIND, RELEASE_KIND, RuntimeRegistry
-from processors.layers.integrity.state import MAX_SEQUENCE, IntegrityState, IntegrityStateError
+from processors.layers.integrity.resets import RESET_KIND, StateReset
+from processors.layers.integrity.state import (
+    MAX_SEQUENCE,
+    IntegrityState,
+    IntegrityStateError,
+    UntrustedState,
+)
 from processors.timefmt import iso_ms
-from processors.verdict import GateState, Verdict
+from processors.verdict import ALREADY_DECIDED, GateState, Verdict
 
-__all__ = ["IntegrityCheck", "LAYER"]
+__all__ = ["IntegrityCheck", "LAYER", "fingerprint"]
 
 LAYER: Final = "integrity"
 _SHOWN = 4
@@ -49,6 +58,19 @@ class IntegrityCheck:
 
     def evaluate(self, intent: Intent, state: GateState) -> Verdict:
         agent_state = state.agent.get(self.state_key)
+        if isinstance(agent_state, UntrustedState):
+            reset = self._reset_of(agent_state)
+            if reset is None:
+                return Verdict.deny(
+                    LAYER,
+                    agent_state.reason,
+                    check="state_untrusted",
+                    agent_id=intent.agent_id,
+                    gate_state_partition=str(agent_state.partition),
+                    gate_state_offset=str(agent_state.offset),
+                    response="deny",
+                )
+            agent_state = _after(reset)  # decided as the state the reset starts
         if agent_state is not None and not isinstance(agent_state, IntegrityState):
             return Verdict.error(
                 LAYER,
@@ -74,16 +96,26 @@ class IntegrityCheck:
         )
 
     def observe(self, intent: Intent, state: GateState, outcome: str) -> None:
-        """Remember the intent's id and nonce; advance the agent's highest sequence if the
-        intent passed the integrity checks (whatever later layers decided: its sequence
-        number is used up); forget what is older than the retention or over the limit.
+        """Remember the intent's id, nonce and fingerprint; advance the agent's highest
+        sequence if the intent passed the integrity checks (whatever later layers
+        decided: its sequence number is used up); forget what is older than the retention
+        or over the limit.
 
         ``outcome`` is not needed: a denied intent's id and nonce are consumed too, and an
         intent that failed these checks never moves the sequence (so a forged huge
         sequence cannot lock the agent out after its release).
+
+        An agent whose stored state was not trusted learns nothing -- until an operator
+        reset it: then its state starts afresh here (and the worker stores it).
         """
         agent_state = state.agent.get(self.state_key)
-        if agent_state is None:
+        if isinstance(agent_state, UntrustedState):
+            reset = self._reset_of(agent_state)
+            if reset is None:
+                return
+            agent_state = _after(reset)
+            state.agent[self.state_key] = agent_state
+        elif agent_state is None:
             agent_state = self.new_state()
             state.agent[self.state_key] = agent_state
         elif not isinstance(agent_state, IntegrityState):
@@ -94,13 +126,20 @@ class IntegrityCheck:
             )
         now = state.now_ms
         passed = self._check(intent, agent_state, now) is None
-        agent_state.remember(intent.intent_id, intent.nonce, now)
+        agent_state.remember(intent.intent_id, intent.nonce, now, fingerprint(intent))
         if passed:
             last = agent_state.highest_sequence
             if last is None or intent.sequence > last:
                 agent_state.highest_sequence = intent.sequence
         config = self.config
         agent_state.prune(now, config.replay_retention_ms, config.max_remembered)
+
+    def _reset_of(self, untrusted: UntrustedState) -> StateReset | None:
+        """The operator reset that acknowledges this untrusted record, if one arrived."""
+        reset = self.registry.resets.get(untrusted.agent_id)
+        if reset is None or not reset.covers(untrusted.partition, untrusted.offset):
+            return None
+        return reset
 
     def new_state(self) -> IntegrityState:
         return IntegrityState()
@@ -114,6 +153,12 @@ class IntegrityCheck:
         return agent_state
 
     def dump_state(self, layer_state: Any) -> dict[str, Any]:
+        if isinstance(layer_state, UntrustedState):
+            raise IntegrityStateError(
+                f"the integrity state of agent {layer_state.agent_id!r} is not trusted and "
+                "must not be stored",
+                hint=f"an operator resets it with a {RESET_KIND} command",
+            )
         if not isinstance(layer_state, IntegrityState):
             raise IntegrityStateError(
                 f"cannot store a {type(layer_state).__name__} as integrity state",
@@ -126,11 +171,79 @@ class IntegrityCheck:
     def _check(
         self, intent: Intent, agent_state: IntegrityState | None, now_ms: int
     ) -> _Violation | None:
+        # what is refused without quarantine comes first: an exact copy of an intent
+        # already decided (anyone can replay one: it is on `intents` and in its approval)
+        # must not quarantine its agent through attestation or sequence either
         return (
-            self._attestation(intent)
+            self._duplicate(intent, agent_state, now_ms)
+            or self._window(intent, agent_state, now_ms)
+            or self._attestation(intent)
             or self._replay(intent, agent_state, now_ms)
             or self._sequence(intent, agent_state)
         )
+
+    def _duplicate(
+        self, intent: Intent, agent_state: IntegrityState | None, now_ms: int
+    ) -> _Violation | None:
+        if agent_state is None:
+            return None
+        if (
+            agent_state.id_seen_at(intent.intent_id) is None
+            and agent_state.nonce_used(intent.nonce) is None
+        ):
+            return None
+        seen_at = agent_state.duplicate_seen_at(intent.intent_id, intent.nonce, fingerprint(intent))
+        if seen_at is None or seen_at < now_ms - self.config.replay_retention_ms:
+            return None
+        return _Violation(
+            "replay",
+            "duplicate",
+            f"replay: intent {intent.intent_id[:80]!r} was already decided (first seen at "
+            f"{iso_ms(seen_at)}, {now_ms - seen_at} ms ago); an exact copy is refused, not "
+            "decided again, and does not quarantine its agent (anyone who saw the intent "
+            "can replay it)",
+            {
+                "intent_id": intent.intent_id,
+                "expected": "an intent not decided before",
+                "seen": intent.intent_id,
+                "first_seen_at_ms": str(seen_at),
+                ALREADY_DECIDED: "true",
+            },
+            quarantine=False,
+        )
+
+    def _window(
+        self, intent: Intent, agent_state: IntegrityState | None, now_ms: int
+    ) -> _Violation | None:
+        not_before = agent_state.not_before_ms if agent_state is not None else None
+        if not_before is not None and intent.issued_at_ms < not_before:
+            return _Violation(
+                "replay",
+                "reset",
+                f"replay window: issued at {iso_ms(intent.issued_at_ms)}, before an operator "
+                f"reset the agent's gate state at {iso_ms(not_before)}; what the agent did "
+                "before then is forgotten, so such an intent cannot be checked for replay "
+                "(the agent sends a new one)",
+                {"expected": f"issued_at_ms >= {not_before}", "seen": str(intent.issued_at_ms)},
+                quarantine=False,
+            )
+        retention = self.config.replay_retention_ms
+        cutoff = now_ms - retention
+        if intent.issued_at_ms < cutoff:
+            return _Violation(
+                "replay",
+                "window",
+                f"replay window: issued at {iso_ms(intent.issued_at_ms)}, "
+                f"{now_ms - intent.issued_at_ms} ms ago, longer ago than the replay retention "
+                f"of {retention} ms, so it can no longer be checked for replay (agents must "
+                "keep expires_at_ms - issued_at_ms below the retention)",
+                {
+                    "expected": f"issued_at_ms >= {cutoff}",
+                    "seen": str(intent.issued_at_ms),
+                },
+                quarantine=False,
+            )
+        return None
 
     def _attestation(self, intent: Intent) -> _Violation | None:
         claimed = intent.runtime
@@ -188,8 +301,9 @@ class IntegrityCheck:
     def _replay(
         self, intent: Intent, agent_state: IntegrityState | None, now_ms: int
     ) -> _Violation | None:
-        retention = self.config.replay_retention_ms
-        cutoff = now_ms - retention
+        """A *different* intent reusing a remembered id or nonce (an exact copy was
+        refused before): the agent's key signed two intents with one id or nonce."""
+        cutoff = now_ms - self.config.replay_retention_ms
         if agent_state is not None:
             seen_at = agent_state.id_seen_at(intent.intent_id)
             if seen_at is not None and seen_at >= cutoff:
@@ -197,7 +311,7 @@ class IntegrityCheck:
                     "replay",
                     "intent_id",
                     f"replay: intent id {intent.intent_id[:80]!r} already seen at "
-                    f"{iso_ms(seen_at)} ({now_ms - seen_at} ms ago)",
+                    f"{iso_ms(seen_at)} ({now_ms - seen_at} ms ago) on a different intent",
                     {
                         "intent_id": intent.intent_id,
                         "expected": "an intent id not seen before",
@@ -212,7 +326,7 @@ class IntegrityCheck:
                     "replay",
                     "nonce",
                     f"replay: nonce {intent.nonce[:80]!r} already used by intent {by[:80]!r} "
-                    f"at {iso_ms(at)}",
+                    f"at {iso_ms(at)} (a different intent)",
                     {
                         "intent_id": intent.intent_id,
                         "nonce": intent.nonce,
@@ -222,20 +336,6 @@ class IntegrityCheck:
                         "used_at_ms": str(at),
                     },
                 )
-        if intent.issued_at_ms < cutoff:
-            return _Violation(
-                "replay",
-                "window",
-                f"replay window: issued at {iso_ms(intent.issued_at_ms)}, "
-                f"{now_ms - intent.issued_at_ms} ms ago, longer ago than the replay retention "
-                f"of {retention} ms, so it can no longer be checked for replay (agents must "
-                "keep expires_at_ms - issued_at_ms below the retention)",
-                {
-                    "expected": f"issued_at_ms >= {cutoff}",
-                    "seen": str(intent.issued_at_ms),
-                },
-                quarantine=False,
-            )
         return None
 
     def _sequence(self, intent: Intent, agent_state: IntegrityState | None) -> _Violation | None:
@@ -291,6 +391,33 @@ class IntegrityCheck:
         else:
             evidence["response"] = "deny"
         return Verdict.deny(LAYER, violation.reason, **evidence)
+
+
+def fingerprint(intent: Intent) -> str | None:
+    """What tells an exact copy of an intent from a different intent with the same id and
+    nonce: 64 bits of SHA-256 over the agent's signature.
+
+    The signature, not the record's bytes: Avro lets anyone re-encode the same record
+    (map blocks, their order) into other bytes that still verify, and Ed25519 signatures
+    are deterministic and not malleable (the verifier requires S < L), so one signed
+    intent has exactly one signature per key and a different one needs the agent's key.
+    An unsigned intent (a pipeline without the identity layer) is fingerprinted by its
+    signing payload; None when it has none. A collision would only turn a quarantine into
+    a plain deny.
+    """
+    signature = intent.signature
+    if signature:
+        return hashlib.sha256(b"signature\x00" + bytes(signature)).hexdigest()[:16]
+    try:
+        message = signing_message_for(intent)
+    except CanonicalizationError:
+        return None
+    return hashlib.sha256(b"payload\x00" + message).hexdigest()[:16]
+
+
+def _after(reset: StateReset) -> IntegrityState:
+    """The state an operator reset starts: nothing remembered, nothing from before it."""
+    return IntegrityState(not_before_ms=reset.issued_at_ms)
 
 
 def _measurement(what: str, runtime: str, allowed: frozenset[str], seen: str) -> _Violation:

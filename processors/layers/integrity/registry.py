@@ -13,6 +13,7 @@ from typing import Any, Final
 from processors.control import ControlContext, ControlHandler, ControlState, SubjectRule
 from processors.control.registry import is_identifier
 from processors.exceptions import TrustplaneError
+from processors.layers.integrity.resets import StateResets
 from processors.layers.integrity.values import MAX_TEXT, is_text, kind_of
 
 __all__ = [
@@ -190,11 +191,16 @@ class RuntimeRegistry:
 
     Registrations are immutable and replaced whole, so a reader never sees half of one.
     One writer (the control state's ``apply``), any number of readers.
+
+    ``resets`` holds the integrity layer's other operator fact, the ``agent.state.reset``
+    acknowledgements (:mod:`processors.layers.integrity.resets`); :meth:`install`
+    registers its handler too, so the layer's control commands arrive in one place.
     """
 
     def __init__(self, registrations: Iterable[RuntimeRegistration] = ()) -> None:
         self._runtimes: dict[str, RuntimeRegistration] = {}
         self._quarantined: dict[str, RuntimeQuarantine] = {}
+        self.resets = StateResets()
         for registration in registrations:
             self.register(registration)
 
@@ -294,8 +300,9 @@ class RuntimeRegistry:
         return None
 
     def install(self, control: ControlState, *, replace: bool = False) -> None:
-        """Register the four handlers (with their subject rules) with the control state.
-        Raises ConfigError if a kind already has a handler and not ``replace``."""
+        """Register the four handlers (with their subject rules) with the control state,
+        and the ``agent.state.reset`` handler of :attr:`resets`. Raises ConfigError if a
+        kind already has a handler and not ``replace``."""
         kinds: tuple[tuple[str, ControlHandler, SubjectRule], ...] = (
             (REGISTER_KIND, self.handle_register, _rule(runtime_subject, REGISTER_KIND)),
             (DEREGISTER_KIND, self.handle_deregister, _rule(runtime_subject, DEREGISTER_KIND)),
@@ -308,6 +315,7 @@ class RuntimeRegistry:
         )
         for kind, handler, subject in kinds:
             control.register_handler(kind, handler, subject=subject, replace=replace)
+        self.resets.install(control, replace=replace)
 
 
 def _runtime_id_of(payload: Mapping[str, Any], kind: str) -> str:

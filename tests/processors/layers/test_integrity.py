@@ -28,6 +28,7 @@ from processors.layers.integrity import (
     RegistrationError,
     RuntimeRegistration,
     RuntimeRegistry,
+    fingerprint,
     runtime_quarantine_subject,
     runtime_subject,
 )
@@ -353,7 +354,8 @@ def test_replay_after_restart_is_still_caught():
     loaded = restarted.load_state(json.loads(stored))
     assert loaded.to_dict() == agent_state(gate).to_dict()
     gate = GateState(now_ms=T0 + 1000, agent={"integrity": loaded})
-    assert restarted.evaluate(nth(2), gate).evidence["check"] == "intent_id"
+    assert restarted.evaluate(nth(2), gate).evidence["check"] == "duplicate"
+    assert restarted.evaluate(nth(2, resource="acct:7"), gate).evidence["check"] == "intent_id"
     assert restarted.evaluate(nth(9, nonce="n-3", sequence=4), gate).evidence["check"] == "nonce"
     assert restarted.evaluate(nth(8, sequence=3), gate).evidence["check"] == "regression"
     assert restarted.evaluate(nth(200), gate).evidence["check"] == "gap"
@@ -364,13 +366,16 @@ def test_the_stored_form_is_small_plain_json():
     layer, gate = make_layer(), GateState(now_ms=T0)
     step(layer, gate, nth(1))
     assert layer.dump_state(agent_state(gate)) == {
-        "version": 1,
+        "version": 2,
         "highest_sequence": 1,
-        "entries": [["intent-1", "n-1", T0]],
+        "not_before_ms": None,
+        "entries": [["intent-1", "n-1", T0, fingerprint(nth(1))]],
     }
+    assert len(fingerprint(nth(1))) == 16
     assert layer.dump_state(layer.new_state()) == {
-        "version": 1,
+        "version": 2,
         "highest_sequence": None,
+        "not_before_ms": None,
         "entries": [],
     }
 
@@ -444,7 +449,30 @@ def test_loading_more_entries_than_the_limit_keeps_the_newest():
         ([], "expected an object, got list"),
         ({"version": 1, "entries": []}, "expected the fields"),
         ({"version": 1, "highest_sequence": None, "entries": [], "x": 1}, "expected the fields"),
-        ({"version": 2, "highest_sequence": None, "entries": []}, "version 2 is not supported"),
+        ({"version": 3, "highest_sequence": None, "entries": []}, "version 3 is not supported"),
+        ({"version": 2, "highest_sequence": None, "entries": []}, "expected the fields"),
+        (
+            {"version": 2, "highest_sequence": None, "not_before_ms": "1", "entries": []},
+            "not_before_ms '1'",
+        ),
+        (
+            {
+                "version": 2,
+                "highest_sequence": None,
+                "not_before_ms": None,
+                "entries": [["a", "b", 1]],
+            },
+            "entries[0]",
+        ),
+        (
+            {
+                "version": 2,
+                "highest_sequence": None,
+                "not_before_ms": None,
+                "entries": [["a", "b", 1, 5]],
+            },
+            "not [intent_id, nonce, seen_at_ms, fingerprint]",
+        ),
         ({"version": True, "highest_sequence": None, "entries": []}, "version True"),
         ({"version": 1, "highest_sequence": -1, "entries": []}, "highest_sequence -1"),
         ({"version": 1, "highest_sequence": "5", "entries": []}, "highest_sequence '5'"),
@@ -482,15 +510,19 @@ def test_a_foreign_state_object_is_an_error_verdict_and_a_failed_observe():
 # -- through the pipeline --------------------------------------------------------------
 
 
-def test_the_pipeline_denies_a_replay_and_carries_the_quarantine_evidence():
+def test_the_pipeline_denies_a_replay_and_asks_for_quarantine_only_for_a_different_intent():
     layer = make_layer()
     pipeline = Pipeline([layer], observe_after=None)
     gate = GateState(now_ms=T0)
     assert pipeline.decide(nth(1), gate).outcome is Outcome.APPROVED
-    result = pipeline.decide(nth(1), gate)
-    assert result.outcome is Outcome.DENIED
-    assert result.reasons[0].startswith("integrity: replay: intent id 'intent-1'")
-    assert result.verdicts[0].evidence["response"] == "quarantine"
+    copy = pipeline.decide(nth(1), gate)
+    assert copy.outcome is Outcome.DENIED
+    assert copy.reasons[0].startswith("integrity: replay: intent 'intent-1' was already decided")
+    assert copy.verdicts[0].evidence["response"] == "deny"
+    other = pipeline.decide(nth(1, action="payments.refund"), gate)
+    assert other.outcome is Outcome.DENIED
+    assert other.reasons[0].startswith("integrity: replay: intent id 'intent-1'")
+    assert other.verdicts[0].evidence["response"] == "quarantine"
 
 
 # -- config ----------------------------------------------------------------------------

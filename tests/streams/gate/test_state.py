@@ -3,7 +3,9 @@
 import json
 from typing import Any
 
-from streams.gate.state import AgentStates
+import pytest
+
+from streams.gate.state import AgentStates, StateAuthenticationError, StateSeal
 
 
 class Counter:
@@ -28,14 +30,18 @@ def bump(states: AgentStates, partition: int, agent: str) -> None:
     states.touched(partition, agent)
 
 
-def test_in_memory_state_round_trips_through_its_encoding():
-    states = AgentStates([Counter()])
+def test_in_memory_state_round_trips_through_its_sealed_encoding():
+    seal = StateSeal.ephemeral()
+    states = AgentStates([Counter()], seal=seal)
     bump(states, 0, "a")
     value = states.encode(0, "a")
-    assert json.loads(value) == {"v": 1, "layers": {"count": {"n": 1}}}
-    other = AgentStates([Counter()])
+    assert value.startswith(b"tpgs2 ") and value[70:71] == b" "
+    assert json.loads(value[71:]) == {"layers": {"count": {"n": 1}}, "n": 0}
+    other = AgentStates([Counter()], seal=seal)
     other.load(0, "a", value)
     assert other.get(0, "a")["count"] == {"n": 1}
+    with pytest.raises(StateAuthenticationError, match="does not verify"):
+        AgentStates([Counter()]).load(0, "a", value)  # another key
 
 
 def test_spilled_state_keeps_few_agents_in_memory_and_loses_none(tmp_path):
