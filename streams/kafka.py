@@ -46,6 +46,7 @@ __all__ = [
     "admin",
     "start_transactions",
     "rewind_to_committed",
+    "watermark_offsets",
     "close_loop",
     "Record",
     "RetryBatch",
@@ -197,6 +198,36 @@ def rewind_to_committed(consumer: Consumer) -> None:
             consumer.seek(TopicPartition(tp.topic, tp.partition, offset))
         except KafkaException as exc:  # not fetched yet: it starts at the committed offset
             log.debug("seek %s[%d]: %s", tp.topic, tp.partition, exc)
+
+
+_SETTLING = frozenset(
+    {
+        KafkaError._UNKNOWN_PARTITION,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError.LEADER_NOT_AVAILABLE,
+        KafkaError.NOT_LEADER_FOR_PARTITION,
+    }
+)
+
+
+def watermark_offsets(
+    consumer: Consumer, tp: TopicPartition, *, timeout: float = 30.0, cached: bool = False
+) -> tuple[int, int]:
+    """(low, high) offsets of a partition, retrying while a new topic's metadata settles
+    (a topic created a moment ago may answer "not leader" at first)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(
+                tp, timeout=max(0.5, min(10.0, deadline - time.monotonic())), cached=cached
+            )
+            return int(low), int(high)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            settling = isinstance(error, KafkaError) and error.code() in _SETTLING
+            if not settling or time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
 def _fatal(exc: KafkaException) -> KafkaError | None:

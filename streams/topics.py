@@ -31,17 +31,30 @@ class TopicSpec:
     compacted: bool = False
     partitions: int | None = None
     """Fixed partition count (None: ``settings.partitions``)."""
+    config: tuple[tuple[str, str], ...] = ()
+    """Further topic configs, e.g. the broker's append time as record time."""
+
+
+_APPEND_TIME = (("message.timestamp.type", "LogAppendTime"),)
 
 
 TOPICS: tuple[TopicSpec, ...] = (
-    TopicSpec("intents", "intended actions, published by agents (key: agent id)"),
+    TopicSpec(
+        "intents", "intended actions, published by agents (key: agent id)", config=_APPEND_TIME
+    ),
     TopicSpec("approved", "approvals, written by gate workers only; executors consume it"),
     TopicSpec("denied", "denied intents with every reason"),
     TopicSpec("review", "intents held for a person's decision"),
     TopicSpec("rejected", "input that is not a valid intent, with the reason"),
-    TopicSpec("lineage", "one event per step of every intent"),
-    TopicSpec("outcomes", "execution outcomes reported by executors"),
-    TopicSpec("control", "signed operator commands (compacted, one partition: one order)", True, 1),
+    TopicSpec("lineage", "signed lineage events, one per decided intent", config=_APPEND_TIME),
+    TopicSpec("outcomes", "execution outcomes reported by executors", config=_APPEND_TIME),
+    TopicSpec(
+        "control",
+        "signed, hash-chained operator commands (one partition: one order; kept forever, "
+        "never compacted; the broker's append time)",
+        partitions=1,
+        config=(*_APPEND_TIME, ("retention.ms", "-1"), ("retention.bytes", "-1")),
+    ),
     TopicSpec(
         "gate-state", "per-agent state of the stateful layers (compacted changelog)", compacted=True
     ),
@@ -72,6 +85,7 @@ def ensure_topics(
             config={
                 "cleanup.policy": "compact" if spec.compacted else "delete",
                 "max.message.bytes": str(MAX_MESSAGE_BYTES),
+                **dict(spec.config),
             },
         )
         for spec in wanted.values()

@@ -33,7 +33,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -60,6 +60,7 @@ from processors.log.notary import (
 from streams.cli import context
 from streams.config import Settings
 from streams.gatekeys import GateKeys, gate_jwks_path
+from streams.httpauth import bearer_header
 
 __all__ = [
     "proof_app",
@@ -131,6 +132,8 @@ class NotaryClient:
     timeout: float = 10.0
     wait: float = 0.0
     """Seconds to keep retrying while the notary answers 503 (not checkpointed yet)."""
+    token: str | None = field(default=None, repr=False)
+    """Bearer token, for a notary that requires one (``notary_token``)."""
 
     def get(self, path: str, params: Mapping[str, object] | None = None) -> bytes:
         query = f"?{urllib.parse.urlencode(params)}" if params else ""
@@ -140,7 +143,8 @@ class NotaryClient:
         deadline = time.monotonic() + self.wait
         while True:
             try:
-                with urllib.request.urlopen(target, timeout=self.timeout) as response:  # noqa: S310 - http(s) checked above
+                request = urllib.request.Request(target, headers=bearer_header(self.token))  # noqa: S310 - http(s) checked above
+                with urllib.request.urlopen(request, timeout=self.timeout) as response:  # noqa: S310 - http(s) checked above
                     return bytes(response.read())
             except urllib.error.HTTPError as exc:
                 body = exc.read()
@@ -340,7 +344,8 @@ class CheckpointMemory:
 def _client(url: str | None, settings: Settings, wait: float) -> NotaryClient:
     from streams.notary import notary_port
 
-    return NotaryClient(url or f"http://127.0.0.1:{notary_port(settings)}", wait=wait)
+    token = str(getattr(settings, "notary_token", None) or "") or None
+    return NotaryClient(url or f"http://127.0.0.1:{notary_port(settings)}", wait=wait, token=token)
 
 
 def _memory(settings: Settings, verifier: NoteVerifier) -> CheckpointMemory:

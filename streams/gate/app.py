@@ -13,6 +13,7 @@ import json
 import logging
 import os
 import threading
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import faust
@@ -20,6 +21,7 @@ from mode import Service
 from prometheus_client import generate_latest
 
 from processors.control import ControlResult
+from processors.exceptions import ConfigError
 from processors.lineage import LineageRecorder
 from streams.config import Settings
 from streams.gate.control import ControlFollower
@@ -27,11 +29,14 @@ from streams.gate.metrics import GateMetrics
 from streams.gate.state import KafkaAgentStates
 from streams.gate.wiring import GateParts, build_gate
 from streams.gate.worker import GateWorker
+from streams.httpauth import AuthenticationError, BearerToken, is_loopback
 from streams.topics import ensure_topics
 
 __all__ = ["create_app", "build_gate"]
 
 log = logging.getLogger(__name__)
+
+Page = Callable[[Any, Any], Awaitable[Any]]
 
 
 class GateService(Service):
@@ -73,7 +78,41 @@ class GateService(Service):
             await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 30)
 
 
-def _add_control_view(app: faust.App, settings: Settings, metrics: GateMetrics) -> None:
+def _web_token(settings: Settings) -> BearerToken | None:
+    """The token every page then needs, when one is configured; refuses a non-loopback
+    ``web_bind`` without one (the pages show the worker's state and metrics)."""
+    configured = str(getattr(settings, "web_token", "") or "")
+    token = (
+        BearerToken.configured(configured, setting="TRUSTPLANE_WEB_TOKEN") if configured else None
+    )
+    if settings.web_port > 0 and token is None and not is_loopback(settings.web_bind):
+        raise ConfigError(
+            f"the worker's web server would listen on {settings.web_bind!r}, which other "
+            "machines can reach, with no token",
+            hint="keep web_bind = 127.0.0.1 (the default), or set TRUSTPLANE_WEB_TOKEN to a "
+            "secret of at least 32 characters and give it to Prometheus (bearer token)",
+        )
+    return token
+
+
+def _guard(token: BearerToken | None, page: Page) -> Page:
+    """``page``, answering 401 to a request without the bearer token (if one is set)."""
+    if token is None:
+        return page
+
+    async def guarded(web: Any, request: Any) -> Any:
+        try:
+            token.verify(request.headers.get("Authorization"))
+        except AuthenticationError as exc:
+            return web.json({"error": exc.reason, "hint": exc.hint}, status=401)
+        return await page(web, request)
+
+    return guarded
+
+
+def _add_control_view(
+    app: faust.App, settings: Settings, metrics: GateMetrics, token: BearerToken | None
+) -> None:
     """``/control``: the latest *applied* command per ``control`` subject, as this worker's
     control state applied it (kind, id, signer, sequence, issued and applied times).
 
@@ -94,9 +133,10 @@ def _add_control_view(app: faust.App, settings: Settings, metrics: GateMetrics) 
         async for _ in stream.events():
             pass
 
-    @app.page("/control")
     async def control_page(web: Any, request: Any) -> Any:
         return web.json(applied_commands(topic))
+
+    app.page("/control")(_guard(token, control_page))
 
 
 def _control_lineage(parts: GateParts, metrics: GateMetrics, worker: str) -> Any:
@@ -152,6 +192,7 @@ def create_app(settings: Settings) -> faust.App:
         on_result=_control_lineage(parts, metrics, settings.resolved_worker_id()),
     )
     worker = GateWorker(settings, parts.gate, control=follower, states=states)
+    token = _web_token(settings)
     app = faust.App(
         f"{settings.group_id}-host",
         broker=f"kafka://{settings.resolved_bootstrap()}",
@@ -162,20 +203,25 @@ def create_app(settings: Settings) -> faust.App:
         web_port=settings.web_port or 6066,
         web_bind=settings.web_bind,
         web_host="127.0.0.1",
+        # Faust's own views would show its routing and table contents to anyone
+        web_router_enabled=False,
+        web_tables_enabled=False,
+        web_graph_enabled=False,
+        web_stats_enabled=False,
         broker_session_timeout=10.0,
         broker_heartbeat_interval=1.0,
     )
     # a child of the app, not an @app.service: those start only after Faust's own group
     # has settled, and a crashed predecessor holds that group for a whole session timeout
     app.add_dependency(GateService(worker))
-    _add_control_view(app, settings, metrics)
+    _add_control_view(app, settings, metrics, token)
 
-    @app.page("/metrics")
     async def metrics_page(web: Any, request: Any) -> Any:
         # aiohttp wants the charset apart from the content type
         return web.bytes(generate_latest(metrics.registry), content_type="text/plain")
 
-    @app.page("/healthz")
+    app.page("/metrics")(_guard(token, metrics_page))
+
     async def health_page(web: Any, request: Any) -> Any:
         engine = parts.policies.active
         body = {
@@ -197,4 +243,5 @@ def create_app(settings: Settings) -> faust.App:
         }
         return web.bytes(json.dumps(body).encode(), content_type="application/json")
 
+    app.page("/healthz")(_guard(token, health_page))
     return app

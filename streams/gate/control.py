@@ -140,7 +140,7 @@ class ControlFollower:
                 )
             )
         for tp in self.partitions:
-            low, high = self.consumer.get_watermark_offsets(tp, timeout=timeout)
+            low, high = kafka.watermark_offsets(self.consumer, tp, timeout=timeout)
             ends[tp.partition] = high
             if low > 0:
                 problems.append(
@@ -175,7 +175,7 @@ class ControlFollower:
         count = 0
         deadline = time.monotonic() + timeout
         for tp in self.partitions:
-            _, high = self._watermarks.get_watermark_offsets(tp, timeout=timeout, cached=False)
+            _, high = kafka.watermark_offsets(self._watermarks, tp, timeout=timeout)
             while self._position(tp.partition) < high:
                 if time.monotonic() > deadline:
                     raise ControlCatchUpError(

@@ -12,12 +12,20 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from processors.exceptions import TrustplaneError
+from processors.exceptions import ConfigError, TrustplaneError
 from streams.config import Settings
+from streams.httpauth import AuthenticationError, BearerToken, is_loopback
 from streams.notary.exceptions import NotaryServiceError, ProofRequestError
 from streams.notary.log import NotaryLog
 
-__all__ = ["DEFAULT_PORT", "notary_port", "handle_request", "NotaryHTTPServer"]
+__all__ = [
+    "DEFAULT_PORT",
+    "notary_port",
+    "notary_bind",
+    "notary_token",
+    "handle_request",
+    "NotaryHTTPServer",
+]
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +36,18 @@ def notary_port(settings: Settings) -> int:
     """Port of the proof endpoint: setting ``notary_port``, default 6067."""
     value = getattr(settings, "notary_port", None)
     return DEFAULT_PORT if value is None else int(value)
+
+
+def notary_bind(settings: Settings) -> str:
+    """Address of the proof endpoint: setting ``notary_bind``, default 127.0.0.1."""
+    return str(getattr(settings, "notary_bind", None) or "127.0.0.1")
+
+
+def notary_token(settings: Settings) -> BearerToken | None:
+    """The bearer token the proof endpoint requires: setting ``notary_token`` (none: the
+    endpoint answers anyone who can reach it, so it must then listen on loopback)."""
+    value = str(getattr(settings, "notary_token", None) or "")
+    return BearerToken.configured(value, setting="TRUSTPLANE_NOTARY_TOKEN") if value else None
 
 
 def _query_int(query: Mapping[str, list[str]], name: str) -> int | None:
@@ -95,10 +115,23 @@ class NotaryHTTPServer:
     """The read-only proof endpoint, on a stdlib HTTP server in a daemon thread."""
 
     def __init__(
-        self, source: Callable[[], NotaryLog | None], vkey: str, host: str, port: int
+        self,
+        source: Callable[[], NotaryLog | None],
+        vkey: str,
+        host: str,
+        port: int,
+        *,
+        token: BearerToken | None = None,
     ) -> None:
         self.source = source
         self.vkey = vkey
+        if token is None and not is_loopback(host):
+            raise ConfigError(
+                f"the notary's proof endpoint would listen on {host!r}, which other machines "
+                "can reach, with no token",
+                hint="keep notary_bind = 127.0.0.1 (the default), or set "
+                "TRUSTPLANE_NOTARY_TOKEN to a secret of at least 32 characters",
+            )
 
         server_self = self
 
@@ -106,9 +139,15 @@ class NotaryHTTPServer:
             server_version = "trustplane-notary"
 
             def do_GET(self) -> None:  # noqa: N802 - the stdlib's name
-                status, content_type, body = handle_request(
-                    server_self.source(), server_self.vkey, self.path
-                )
+                try:
+                    if token is not None and not self.path.startswith("/healthz"):
+                        token.verify(self.headers.get("Authorization"))
+                    status, content_type, body = handle_request(
+                        server_self.source(), server_self.vkey, self.path
+                    )
+                except AuthenticationError as exc:
+                    status, content_type = HTTPStatus.UNAUTHORIZED, "application/json"
+                    body = json.dumps({"error": exc.reason, "hint": exc.hint}).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))

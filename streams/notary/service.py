@@ -27,7 +27,7 @@ from streams.gatekeys import GateKeys, gate_jwks_path
 from streams.kafka import Record, TransactionalLoop, UpToDeadline
 from streams.notary.exceptions import NotaryServiceError
 from streams.notary.fetcher import EventFetcher
-from streams.notary.http import NotaryHTTPServer, notary_port
+from streams.notary.http import NotaryHTTPServer, notary_bind, notary_port, notary_token
 from streams.notary.keys import load_notary_signer, notary_origin
 from streams.notary.log import NotaryLog, Refusal, require_log_index
 from streams.notary.topics import CHECKPOINT_TOPIC, LOG_TOPIC, ensure_notary_topics
@@ -129,7 +129,11 @@ class NotaryService:
             self.loop.start()
             if self.port >= 0:
                 self.http = NotaryHTTPServer(
-                    lambda: self.log, self.signer.vkey, "127.0.0.1", self.port
+                    lambda: self.log,
+                    self.signer.vkey,
+                    notary_bind(self.settings),
+                    self.port,
+                    token=notary_token(self.settings),
                 ).start()
             self.log = self._restore()
             self.loop.subscribe(
@@ -196,7 +200,7 @@ class NotaryService:
             },
         )
         try:
-            low, high = self._watermarks(consumer, TopicPartition(topic, 0))
+            low, high = kafka.watermark_offsets(consumer, TopicPartition(topic, 0))
             start = low if tail is None else max(low, high - tail)
             if high <= start:
                 return
@@ -223,26 +227,6 @@ class NotaryService:
             raise NotaryServiceError(f"reading {topic}: {exc}") from exc
         finally:
             consumer.close()
-
-    @staticmethod
-    def _watermarks(consumer: Consumer, tp: TopicPartition) -> tuple[int, int]:
-        """(low, high) offsets, retrying while a new topic's metadata settles."""
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                low, high = consumer.get_watermark_offsets(tp, timeout=10)
-                return int(low), int(high)
-            except KafkaException as exc:
-                error = exc.args[0] if exc.args else None
-                transient = isinstance(error, KafkaError) and error.code() in (
-                    KafkaError._UNKNOWN_PARTITION,
-                    KafkaError.UNKNOWN_TOPIC_OR_PART,
-                    KafkaError.LEADER_NOT_AVAILABLE,
-                    KafkaError.NOT_LEADER_FOR_PARTITION,
-                )
-                if not transient or time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
 
     # -- the loop's hooks --------------------------------------------------------
 

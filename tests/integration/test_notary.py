@@ -30,7 +30,7 @@ from streams.codec import Codec, SchemaRegistry
 from streams.config import PROJECT_ROOT, Settings
 from streams.notary import NotaryService, notary_vkey_path
 from tests.conftest import ServiceProcess, free_port, http_json
-from tests.streams.notary.test_notary_service import gate_event, next_schema_dir
+from tests.streams.notary.test_notary_service import GATE_KEYS, gate_event, next_schema_dir
 
 pytestmark = pytest.mark.broker
 
@@ -49,7 +49,11 @@ def codec(schema_dir: Path) -> Codec:
 
 @pytest.fixture
 def settings(settings_factory: Callable[..., Settings], tmp_path: Path) -> Settings:
-    return settings_factory(state_dir=tmp_path / "state", keys_dir=tmp_path / "keys")
+    settings = settings_factory(state_dir=tmp_path / "state", keys_dir=tmp_path / "keys")
+    # the test events are signed by the test gate's keys: publish those as the gate's JWKS
+    jwks = GATE_KEYS.keyset.to_jwks()
+    (settings.resolved_keys_dir / "approvals.jwks.json").write_text(json.dumps(jwks))
+    return settings
 
 
 def make_events(count: int) -> list[dict[str, Any]]:

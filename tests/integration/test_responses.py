@@ -226,8 +226,9 @@ def test_a_policy_bundle_hot_reloads_mid_stream(settings, estate, worker_factory
     with OutcomeReader(settings, ["lineage"]) as reader:
         for received in reader.read(timeout=2.0):
             record = received.record or {}
-            if record.get("stage") == "policy":
-                digests[record["intent_id"]] = record["attributes"]["evidence.bundle_digest"]
+            for verdict in record.get("verdicts") or ():  # one signed event per intent
+                if verdict["layer"] == "policy":
+                    digests[record["intent_id"]] = verdict["evidence"]["bundle_digest"]
     assert digests[first.record["intent_id"]] == old.digest, "each decision records its bundle"
     assert digests[second.record["intent_id"]] == new.digest
 

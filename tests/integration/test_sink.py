@@ -11,6 +11,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import functools
+import json
 import os
 import signal
 import socket
@@ -26,7 +27,14 @@ from typing import Any
 import pytest
 from confluent_kafka import Producer
 
+from processors.approval import ApprovalSigner, KeyringEntry, SigningKeyring
+from processors.crypto.keys import generate_signing_key, public_jwk
+from processors.enforcement import Enforcement, Outcome
+from processors.intent import Intent
+from processors.log.attest import sign_event
 from processors.log.chain import link
+from processors.records import approval_record, digest
+from processors.verdict import Verdict
 from sinks.base import QueryResult
 from streams.codec import default_codec
 from streams.config import PROJECT_ROOT, Settings
@@ -34,6 +42,7 @@ from streams.notary import NotaryService, ensure_notary_topics
 from streams.sdk.client import IntentPublisher, OutcomeReader, new_intent
 from streams.sink import SinkQueryClient
 from streams.sink.sql_server import sql_token_file
+from tests.processors.factories import intent_record
 
 pytestmark = pytest.mark.broker
 
@@ -74,6 +83,8 @@ class SinkProcess:
             "TRUSTPLANE_WORKER_ID": s.worker_id,
             "TRUSTPLANE_PARTITIONS": str(s.partitions),
             "TRUSTPLANE_STATE_DIR": str(self.data_dir.parent),
+            # the gate's published keys, to verify lineage and approvals with
+            "TRUSTPLANE_KEYS_DIR": str(s.resolved_keys_dir),
         }
         command = [
             sys.executable,
@@ -140,6 +151,7 @@ def sink_factory(tmp_path: Path) -> Iterator[Callable[[Settings], SinkProcess]]:
     sinks: list[SinkProcess] = []
 
     def make(settings: Settings) -> SinkProcess:
+        trust_test_gate_key(settings)
         sink = SinkProcess(settings, tmp_path / "state" / "clickhouse", tmp_path / "sink.log")
         sinks.append(sink)
         return sink
@@ -186,20 +198,47 @@ def running_notary(settings: Settings, **options: Any) -> Iterator[NotaryService
 
 # -- producing records the way the gate, the notary and executors do -----------------------
 
+TEST_GATE_KEY = generate_signing_key()
+"""Signs the crafted lineage and approvals; the sink trusts it beside the real gate's keys."""
+TEST_SIGNER = ApprovalSigner(SigningKeyring([KeyringEntry(TEST_GATE_KEY)]))
+
+
+def trust_test_gate_key(settings: Settings) -> None:
+    """Add TEST_GATE_KEY to the gate's published JWKS (the real gate's keys stay)."""
+    path = settings.resolved_keys_dir / "approvals.jwks.json"
+    jwks = json.loads(path.read_text()) if path.exists() else {"keys": []}
+    test_jwk = public_jwk(TEST_GATE_KEY.public_key, TEST_GATE_KEY.kid)
+    if all(k.get("kid") != TEST_GATE_KEY.kid for k in jwks["keys"]):
+        jwks["keys"].append(test_jwk)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(jwks))
+
 
 def lineage_event(n: int) -> dict[str, Any]:
-    return {
+    event = {
         "event_id": f"ev-{n}",
-        "intent_id": f"i-{n // 4}",
+        "intent_id": f"i-{n}",
         "agent_id": f"agent-{n % 5}",
-        "stage": ("decode", "freshness", "allowlist", "enforcement")[n % 4],
-        "event_type": "layer.verdict",
-        "status": "ALLOW",
+        "stage": "enforcement",
+        "event_type": "intent.approved",
+        "status": "approved",
         "reasons": [],
-        "attributes": {"duration_us": str(n % 97)},
+        "attributes": {"topic": "approved"},
         "occurred_at_ms": NOW + n,
         "worker": "w",
+        "verdicts": [
+            {
+                "layer": "allowlist",
+                "status": "ALLOW",
+                "reasons": [],
+                "evidence": {},
+                "duration_us": n % 97,
+            }
+        ],
+        "signer": None,
+        "signature": None,
     }
+    return dict(sign_event(event, TEST_GATE_KEY))
 
 
 @functools.cache
@@ -214,20 +253,31 @@ def linked_lineage(count: int) -> tuple[dict[str, Any], ...]:
     return tuple(events)
 
 
+@functools.cache
 def approval(n: int) -> dict[str, Any]:
-    return {
-        "approval_id": f"ap-{n}",
-        "intent_id": f"ia-{n}",
-        "agent_id": f"agent-{n % 5}",
-        "action": "payments.transfer",
-        "resource": f"inv:{n}",
-        "intent_digest": "sha256:" + "a" * 64,
-        "verdicts": [{"layer": "allowlist", "status": "ALLOW", "reasons": [], "duration_us": 5}],
-        "envelope": b"{}",
-        "issued_at_ms": NOW,
-        "expires_at_ms": NOW + 300_000,
-        "worker": "w",
-    }
+    """A genuine approval record, signed by TEST_GATE_KEY over its own intent bytes."""
+    intent = Intent.from_record(
+        intent_record(
+            intent_id=f"ia-{n}",
+            agent_id=f"agent-{n % 5}",
+            action="payments.transfer",
+            resource=f"inv:{n}",
+            issued_at_ms=NOW,
+            expires_at_ms=NOW + 300_000,
+        ),
+        key=f"agent-{n % 5}".encode(),
+    )
+    intent_bytes = f"intent ia-{n}".encode()
+    enforcement = Enforcement(Outcome.APPROVED, (), (Verdict.allow("allowlist"),))
+    return approval_record(
+        intent,
+        enforcement,
+        intent_digest=digest(intent_bytes),
+        intent_bytes=intent_bytes,
+        now_ms=NOW,
+        worker="w",
+        signer=TEST_SIGNER,
+    )
 
 
 def decision(n: int, outcome: str) -> dict[str, Any]:
@@ -264,7 +314,7 @@ def rejection(n: int) -> dict[str, Any]:
 def outcome(n: int) -> dict[str, Any]:
     return {
         "outcome_id": f"o-{n}",
-        "approval_id": f"ap-{n}",
+        "approval_id": approval(n)["approval_id"],
         "intent_id": f"ia-{n}",
         "agent_id": f"agent-{n % 5}",
         "executor_id": "exec",
@@ -360,7 +410,7 @@ def test_crash_between_write_and_commit_and_sigkill_lose_nothing_and_count_nothi
     time.sleep(2)  # anything still arriving would be a duplicate
     assert counts(sink) == want
 
-    raw = sink.query("SELECT count() FROM lineage_events_raw").rows[0][0]
+    raw = sink.query("SELECT count() FROM lineage_log").rows[0][0]
     assert raw >= EXPECTED["lineage_events"]
     per_hour = sink.query(
         "SELECT sum(decisions) FROM (SELECT count() AS decisions FROM intent_decisions)"
@@ -506,7 +556,7 @@ def test_a_real_gate_workers_lineage_and_outcomes_land_in_the_store(
             "OR (prev_hash IS NULL AND log_index != 0)"
         )
         assert unlinked.rows[0][0] == 0
-        latency = sink.query("SELECT count() FROM intent_latency WHERE lineage_span_ms >= 0")
+        latency = sink.query("SELECT count() FROM intent_latency WHERE layers_us >= 0")
         assert latency.rows[0][0] == 200
         denied = sink.query("SELECT count() FROM decisions WHERE outcome = 'DENIED'").rows[0][0]
         assert (
