@@ -28,20 +28,23 @@ run: install ## Start Kafka and a gate worker, publish a demo stream, print a su
 	$(TP) kafka up
 	$(TP) keys init
 	@mkdir -p $(STATE)
-	@for svc in worker sink notary; do \
+	@# each service is its own Kafka user (streams/acls.py): worker=gate, sink=sink, notary=notary
+	@for pair in worker:gate sink:sink notary:notary; do \
+		svc=$${pair%%:*}; role=$${pair##*:}; \
 		if [ -f $(STATE)/$$svc.pid ] && kill -0 $$(cat $(STATE)/$$svc.pid) 2>/dev/null; then \
 			echo "$$svc already running (pid $$(cat $(STATE)/$$svc.pid))"; \
 		else \
-			nohup $(TP) $$svc > $(STATE)/$$svc.log 2>&1 & echo $$! > $(STATE)/$$svc.pid; \
-			echo "$$svc started (pid $$(cat $(STATE)/$$svc.pid), log $(STATE)/$$svc.log)"; \
+			TRUSTPLANE_KAFKA_PRINCIPAL=$$role nohup $(TP) $$svc > $(STATE)/$$svc.log 2>&1 & echo $$! > $(STATE)/$$svc.pid; \
+			echo "$$svc started as Kafka user $$role (pid $$(cat $(STATE)/$$svc.pid), log $(STATE)/$$svc.log)"; \
 		fi; \
 	done
+	@# the operator's CLI (the default principal) registers the demo agents; they publish as `agent`
 	$(TP) demo
 	@sleep 2
 	@echo; echo "Lineage in ClickHouse (embedded chDB), by SQL:"
 	$(TP) sql "SELECT stage, status, count() AS events FROM lineage_events GROUP BY stage, status ORDER BY stage, status"
 	@echo
-	@echo "Left running: Kafka, the gate worker (http://127.0.0.1:6066/metrics, /healthz), the lineage sink (SQL on 127.0.0.1:6068) and the notary (proofs on 127.0.0.1:6067)."
+	@echo "Left running: Kafka (SASL/SCRAM + ACLs; passwords in $(STATE)/kafka/credentials), the gate worker (http://127.0.0.1:6066/metrics, /healthz), the lineage sink (SQL on 127.0.0.1:6068) and the notary (proofs on 127.0.0.1:6067)."
 	@echo "Try: $(TP) tail denied --from-beginning --idle 2    Stop everything: make stop"
 
 stop: ## Stop the gate worker, the sink and Kafka

@@ -173,12 +173,21 @@ def main() -> None:
             broker = None  # not ours to stop
     tmp = Path(tempfile.mkdtemp(prefix="bench-lag-"))
     tag = uuid.uuid4().hex[:8]
+    # the local broker's admin (a super user: this measures the notary, not the ACLs);
+    # on another broker, give TRUSTPLANE_KAFKA_PRINCIPAL and its password file
+    auth: dict[str, Any] = {}
+    if not args.bootstrap:
+        auth = {
+            "kafka_principal": "admin",
+            "kafka_credentials_dir": Settings.local().kafka_state_dir / "credentials",
+        }
     settings = Settings(
         bootstrap_servers=bootstrap,
         topic_prefix=f"bench{tag}.",
         group_id=f"bench-{tag}",
         state_dir=tmp / "state",
         keys_dir=tmp / "keys",
+        **auth,
     )
     try:
         run(settings, codec_with_log_index(tmp), args, tag)

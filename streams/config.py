@@ -2,6 +2,15 @@
 
 ``Settings.load()`` is what the CLI and the worker use; ``Settings.local()`` is the
 single-machine setup that ``make run`` and the tests start from.
+
+Who a process is to Kafka (its principal, see ``streams/acls.py``): ``kafka_principal``
+names the SCRAM user and ``kafka_password_file`` (default
+``<kafka_credentials_dir>/<principal>``, and ``<state_dir>/kafka/credentials`` for the
+directory) holds its password. A service declares its role with :meth:`Settings.for_role`
+(``trustplane worker`` is ``gate``), which a configured principal overrides; with neither,
+a process is ``operator`` when the local broker's credentials exist (the CLI is the
+operator's tool), and unauthenticated otherwise. librdkafka settings given through
+``TRUSTPLANE_KAFKA_<NAME>`` (``sasl.username``, ``security.protocol``...) always win.
 """
 
 from __future__ import annotations
@@ -9,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import re
 import socket
 import tomllib
 from collections.abc import Mapping
@@ -17,13 +27,22 @@ from pathlib import Path
 from typing import Any
 
 from processors.exceptions import ConfigError
-from streams.sdk.config import ClientConfig
+from streams.sdk.config import (
+    DEFAULT_SASL_MECHANISM,
+    DEFAULT_SECURITY_PROTOCOL,
+    ClientConfig,
+    Secret,
+    read_password_file,
+)
 
-__all__ = ["Settings", "PROJECT_ROOT", "ENV_PREFIX"]
+__all__ = ["Settings", "PROJECT_ROOT", "ENV_PREFIX", "DEFAULT_PRINCIPAL"]
 
 ENV_PREFIX = "TRUSTPLANE_"
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_STATE_DIR = PROJECT_ROOT / ".state"
+DEFAULT_PRINCIPAL = "operator"
+"""Who a process with no role and no configured principal is on the local broker."""
+_NAME = re.compile(r"[A-Za-z0-9_-]+")
 
 
 @dataclass(frozen=True)
@@ -36,12 +55,15 @@ class Settings:
     """Prefix for every topic name (e.g. ``prod.`` gives ``prod.intents``)."""
     partitions: int = 4
     """Partitions of each topic the project creates; keys are agent ids."""
-    group_id: str = "trustplane-gate"
-    """Consumer group of the gate workers."""
+    group_id: str = "trustplane"
+    """Root of every consumer group, transactional id and client id of the estate: each
+    role's names are ``<group_id>.<role>[.…]`` (``trustplane.gate``, ``trustplane.notary``,
+    see ``streams/names.py``), which the ACLs grant by prefix."""
     worker_id: str = ""
-    """Stable name of this worker (default: host name). Two live workers need two names:
-    it is the Kafka transactional id and static group member id, so a restarted worker
-    with the same name takes over its predecessor's partitions and fences it at once."""
+    """Stable name of this worker (default: host name); letters, digits, ``_`` and ``-``.
+    Two live workers need two names: it is the Kafka transactional id and static group
+    member id, so a restarted worker with the same name takes over its predecessor's
+    partitions and fences it at once."""
     state_dir: Path = DEFAULT_STATE_DIR
     """Local folder for the broker's data, logs and pid files."""
     max_intent_bytes: int = 256 * 1024
@@ -85,6 +107,9 @@ class Settings:
     (default: <keys_dir>/operator.pem)."""
     signing_keys_dir: Path | None = None
     """The gate's approval signing keyring (default: <keys_dir>/signing)."""
+    gate_jwks_path: Path | None = None
+    """The gate's published public keys, which the notary and the sink verify lineage and
+    approvals against (default: <keys_dir>/approvals.jwks.json)."""
     clickhouse_url: str = ""
     """A ClickHouse server (``http://user:pass@host:8123/db``); empty: embedded chDB."""
     clickhouse_dir: Path | None = None
@@ -97,10 +122,17 @@ class Settings:
     """... or this often."""
     sink_query_timeout_s: int = 60
     """Longest a read-only query may run."""
+    sink_sql_token: str = field(default="", repr=False)
+    """Bearer token of the SQL endpoint (32+ characters); required to listen beyond
+    loopback. Empty: a token generated into <state_dir>/sink/sql.token (0600)."""
     notary_origin: str = "trustplane.local/lineage"
     """Origin of the lineage log; also the name of its checkpoint signing key."""
     notary_port: int = 6067
-    """The notary's proof endpoint on 127.0.0.1 (0: any free port, -1: none)."""
+    """The notary's proof endpoint (0: any free port, -1: none)."""
+    notary_bind: str = "127.0.0.1"
+    """Address the proof endpoint listens on; beyond loopback it needs ``notary_token``."""
+    notary_token: str = field(default="", repr=False)
+    """Bearer token the proof endpoint then requires (32+ characters; clients send it)."""
     notary_checkpoint_events: int = 1000
     """A checkpoint at least every this many events ..."""
     notary_checkpoint_ms: int = 500
@@ -109,7 +141,21 @@ class Settings:
     """Port of the worker's /metrics and /healthz endpoints (0 disables them)."""
     web_bind: str = "127.0.0.1"
     """Address the worker's web server listens on: loopback unless set (a container that
-    Prometheus scrapes from another container sets ``0.0.0.0``)."""
+    Prometheus scrapes from another container sets ``0.0.0.0``, with ``web_token``)."""
+    web_token: str = field(default="", repr=False)
+    """Bearer token every worker page then requires (32+ characters); required to listen
+    beyond loopback."""
+    kafka_principal: str = ""
+    """The Kafka (SCRAM) user this process is (``gate``, ``notary``, ``sink``, ``operator``,
+    ...). Empty: the role the service declares (:meth:`for_role`), else ``operator`` on
+    the local broker."""
+    kafka_password_file: Path | None = None
+    """The file holding the principal's password (default:
+    ``<kafka_credentials_dir>/<principal>``). A file, not a variable: the environment of
+    a process is easier to read than a 0600 file."""
+    kafka_credentials_dir: Path | None = None
+    """One password file per user (default: <state_dir>/kafka/credentials, written by
+    `trustplane kafka up`)."""
     extra: Mapping[str, str] = field(default_factory=dict)
     """librdkafka settings passed through (``TRUSTPLANE_KAFKA_<NAME>``, e.g. security.protocol)."""
 
@@ -137,6 +183,16 @@ class Settings:
             )
         if any(ch.isspace() for ch in self.topic_prefix):
             raise ConfigError(f"topic_prefix must not contain spaces: {self.topic_prefix!r}")
+        for name in ("group_id", "worker_id", "kafka_principal"):
+            value = getattr(self, name)
+            if value and not _NAME.fullmatch(value):
+                raise ConfigError(
+                    f"{name} may only contain letters, digits, '_' and '-', got {value!r}",
+                    hint="a dot separates a role's names from its workers' (streams/names.py)"
+                    if name != "kafka_principal"
+                    else "it also names the password file; for another user name, give "
+                    "librdkafka's sasl.username and sasl.password (TRUSTPLANE_KAFKA_SASL_*)",
+                )
 
     # -- named constructors -------------------------------------------------
 
@@ -170,10 +226,10 @@ class Settings:
             if not key.startswith(ENV_PREFIX) or key == f"{ENV_PREFIX}CONFIG":
                 continue
             name = key[len(ENV_PREFIX) :].lower()
-            if name.startswith("kafka_"):
-                extra[name[len("kafka_") :].replace("_", ".")] = raw
-            elif name in names:
+            if name in names:  # TRUSTPLANE_KAFKA_PRINCIPAL is a setting, not librdkafka's
                 values[name] = raw
+            elif name.startswith("kafka_"):
+                extra[name[len("kafka_") :].replace("_", ".")] = raw
         return cls._coerce(values, extra)
 
     @classmethod
@@ -211,6 +267,10 @@ class Settings:
         return self.state_dir / "kafka"
 
     @property
+    def resolved_kafka_credentials_dir(self) -> Path:
+        return self.kafka_credentials_dir or self.kafka_state_dir / "credentials"
+
+    @property
     def resolved_keys_dir(self) -> Path:
         return self.keys_dir or self.state_dir / "keys"
 
@@ -242,17 +302,71 @@ class Settings:
         )
 
     def resolved_worker_id(self) -> str:
-        return self.worker_id or socket.gethostname()
+        """``worker_id``, else the host name made a valid name (``a.example`` -> ``a-example``)."""
+        return self.worker_id or re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname())
+
+    # -- who this process is to Kafka ---------------------------------------
+
+    def for_role(self, role: str) -> Settings:
+        """These settings for a service of ``role`` (``gate``, ``sink``, ...): it becomes
+        the principal unless one is configured (or librdkafka credentials are given)."""
+        if self.kafka_principal or "sasl.username" in self.extra:
+            return self
+        return dataclasses.replace(self, kafka_principal=role)
+
+    def as_principal(self, principal: str) -> Settings:
+        """These settings as ``principal``, whatever is configured (e.g. ``admin`` for
+        provisioning), with its password from the credentials directory."""
+        extra = {k: v for k, v in self.extra.items() if k not in ("sasl.username", "sasl.password")}
+        return dataclasses.replace(
+            self, kafka_principal=principal, kafka_password_file=None, extra=extra
+        )
+
+    def resolved_kafka_principal(self) -> str:
+        """The SCRAM user this process authenticates as; empty for none."""
+        if "sasl.username" in self.extra:
+            return str(self.extra["sasl.username"])
+        if self.kafka_principal:
+            return self.kafka_principal
+        if self.extra.get("security.protocol", "").upper() in ("PLAINTEXT", "SSL"):
+            return ""
+        if (self.resolved_kafka_credentials_dir / DEFAULT_PRINCIPAL).is_file():
+            return DEFAULT_PRINCIPAL
+        return ""
+
+    def kafka_password(self) -> Secret:
+        """The password of :meth:`resolved_kafka_principal`, read from its file now."""
+        principal = self.resolved_kafka_principal()
+        if "sasl.password" in self.extra:
+            return Secret(str(self.extra["sasl.password"]))
+        path = self.kafka_password_file or self.resolved_kafka_credentials_dir / principal
+        return read_password_file(path, principal)
 
     def kafka_config(self) -> dict[str, str | int | float | bool]:
-        """Base librdkafka configuration shared by producers, consumers and admin."""
-        return {"bootstrap.servers": self.resolved_bootstrap(), **self.extra}
+        """Base librdkafka configuration shared by producers, consumers and admin:
+        where the broker is and who this process is."""
+        config: dict[str, str | int | float | bool] = {
+            "bootstrap.servers": self.resolved_bootstrap()
+        }
+        principal = self.resolved_kafka_principal()
+        if principal and "sasl.username" not in self.extra:
+            config["security.protocol"] = DEFAULT_SECURITY_PROTOCOL
+            config["sasl.mechanism"] = DEFAULT_SASL_MECHANISM
+            config["sasl.username"] = principal
+            config["sasl.password"] = self.kafka_password().get()
+        config.update(self.extra)
+        return config
 
     def client_config(self) -> ClientConfig:
-        """The SDK's view of these settings: where Kafka is and the topic prefix."""
+        """The SDK's view of these settings: where Kafka is, who this is, the prefix."""
+        principal = self.resolved_kafka_principal()
+        own = principal and "sasl.username" not in self.extra
         return ClientConfig(
             bootstrap_servers=self.resolved_bootstrap(),
             topic_prefix=self.topic_prefix,
+            username=principal if own else "",
+            password=self.kafka_password() if own else Secret(""),
+            group_id=self.group_id,
             extra=dict(self.extra),
         )
 

@@ -3,8 +3,15 @@
 Every producer, consumer and admin client of the project comes from :func:`producer`,
 :func:`transactional_producer`, :func:`consumer` or :func:`admin`, given anything with a
 ``kafka_config()`` (the SDK's :class:`~streams.sdk.config.ClientConfig` or the server
-:class:`~streams.config.Settings`): bootstrap servers, credentials and pass-through
-librdkafka settings reach every client the same way.
+:class:`~streams.config.Settings`): bootstrap servers, credentials (the SASL/SCRAM user
+the process runs as) and pass-through librdkafka settings reach every client the same
+way. The Faust app gets the same credentials from :func:`faust_credentials`.
+
+An operation the principal's ACLs do not allow fails with one of four broker errors; the
+factory's clients remember their principal and names, so :func:`explain_denied` can say
+which ACL is missing: TOPIC_AUTHORIZATION_FAILED (29), GROUP_AUTHORIZATION_FAILED (30),
+CLUSTER_AUTHORIZATION_FAILED (31: an idempotent producer whose principal may write no
+topic) and TRANSACTIONAL_ID_AUTHORIZATION_FAILED (53).
 
 The gate worker, the notary and the lineage sink each run a :class:`TransactionalLoop`:
 cut a batch, transform it into records, produce them, and commit them together with the
@@ -17,12 +24,13 @@ per-agent state).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from confluent_kafka import (
     OFFSET_BEGINNING,
@@ -35,11 +43,16 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient
 
-from processors.exceptions import TrustplaneError
+from processors.exceptions import ConfigError, TrustplaneError
 
 __all__ = [
     "KafkaEndpoint",
     "PlainEndpoint",
+    "READ_ONLY_PRINCIPALS",
+    "AUTHORIZATION_ERRORS",
+    "explain_denied",
+    "explain_client_error",
+    "faust_credentials",
     "producer",
     "transactional_producer",
     "consumer",
@@ -81,9 +94,93 @@ class PlainEndpoint:
         return {"bootstrap.servers": self.bootstrap_servers}
 
 
+READ_ONLY_PRINCIPALS = frozenset({"console"})
+"""Roles that may write no topic (``streams/acls.py``). An idempotent producer needs WRITE
+on some topic (or CLUSTER IDEMPOTENT_WRITE), so one built for them fails fatally."""
+
+AUTHORIZATION_ERRORS = {
+    KafkaError.TOPIC_AUTHORIZATION_FAILED: "TOPIC",
+    KafkaError.GROUP_AUTHORIZATION_FAILED: "GROUP",
+    KafkaError.CLUSTER_AUTHORIZATION_FAILED: "CLUSTER",
+    KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED: "TRANSACTIONAL_ID",
+}
+"""The broker's answers to an operation no ACL allows, by the resource type it lacks."""
+
+
+class _Producer(Producer):
+    """A producer that remembers who it is, for error messages."""
+
+    principal = ""
+    transactional_id = ""
+
+
+class _Consumer(Consumer):
+    """A consumer that remembers who it is, for error messages."""
+
+    principal = ""
+    group_id = ""
+
+
+def _principal(config: Mapping[str, Any]) -> str:
+    return str(config.get("sasl.username") or "")
+
+
+def _who(principal: str) -> str:
+    return f"principal User:{principal}" if principal else "this unauthenticated client"
+
+
+def explain_denied(
+    error: KafkaError | KafkaException | None,
+    *,
+    principal: str = "",
+    group: str = "",
+    transactional_id: str = "",
+    topic: str = "",
+) -> str | None:
+    """Which ACL an authorization error says is missing (None for any other error)."""
+    if isinstance(error, KafkaException):
+        error = error.args[0] if error.args and isinstance(error.args[0], KafkaError) else None
+    if error is None or error.code() not in AUTHORIZATION_ERRORS:
+        return None
+    who = _who(principal)
+    fix = "grant it (`trustplane kafka provision` grants each role its ACLs)"
+    code = error.code()
+    if code == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+        what = f"topic {topic}" if topic else "a topic this client uses"
+        return (
+            f"{who} lacks a TOPIC ACL on {what} (READ to consume, WRITE to produce, "
+            f"CREATE to create it): {error.str()}; {fix}"
+        )
+    if code == KafkaError.GROUP_AUTHORIZATION_FAILED:
+        what = f"consumer group {group}" if group else "its consumer group"
+        return f"{who} lacks GROUP READ on {what}: {error.str()}; {fix}"
+    if code == KafkaError.TRANSACTIONAL_ID_AUTHORIZATION_FAILED:
+        what = f"transactional id {transactional_id}" if transactional_id else "its id"
+        return f"{who} lacks TRANSACTIONAL_ID WRITE on {what}: {error.str()}; {fix}"
+    return (
+        f"{who} may not do this on the cluster (CLUSTER_AUTHORIZATION_FAILED): "
+        f"{error.str()}. An idempotent producer needs WRITE on some topic: a read-only "
+        f"principal ({', '.join(sorted(READ_ONLY_PRINCIPALS))}) must not produce"
+    )
+
+
 def producer(endpoint: KafkaEndpoint, overrides: Overrides | None = None) -> Producer:
-    """An idempotent producer (``acks=all``); ``overrides`` are librdkafka settings."""
-    return Producer({**endpoint.kafka_config(), "enable.idempotence": True, **(overrides or {})})
+    """An idempotent producer (``acks=all``); ``overrides`` are librdkafka settings.
+
+    Refused for a read-only principal: it would fail later, fatally, with
+    CLUSTER_AUTHORIZATION_FAILED (an idempotent producer needs WRITE on some topic)."""
+    config = {**endpoint.kafka_config(), "enable.idempotence": True, **(overrides or {})}
+    principal = _principal(config)
+    if principal in READ_ONLY_PRINCIPALS:
+        raise ConfigError(
+            f"principal {principal!r} is read-only and may not produce",
+            hint="run this as a principal that writes (operator for control commands, "
+            "agent for intents, executor for outcomes): TRUSTPLANE_KAFKA_PRINCIPAL",
+        )
+    built = _Producer(config)
+    built.principal = principal
+    built.transactional_id = str(config.get("transactional.id") or "")
+    return built
 
 
 def transactional_producer(
@@ -97,16 +194,18 @@ def consumer(
     endpoint: KafkaEndpoint, group_id: str, overrides: Overrides | None = None
 ) -> Consumer:
     """A ``read_committed`` consumer that commits nothing by itself."""
-    return Consumer(
-        {
-            **endpoint.kafka_config(),
-            "group.id": group_id,
-            "isolation.level": "read_committed",
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            **(overrides or {}),
-        }
-    )
+    config = {
+        **endpoint.kafka_config(),
+        "group.id": group_id,
+        "isolation.level": "read_committed",
+        "enable.auto.commit": False,
+        "enable.auto.offset.store": False,
+        **(overrides or {}),
+    }
+    built = _Consumer(config)
+    built.principal = _principal(config)
+    built.group_id = group_id
+    return built
 
 
 LOOP_MAX_MESSAGE_BYTES = 8 * 1024 * 1024
@@ -163,6 +262,40 @@ def admin(endpoint: KafkaEndpoint, overrides: Overrides | None = None) -> AdminC
     return AdminClient({**endpoint.kafka_config(), **(overrides or {})})
 
 
+def faust_credentials(endpoint: KafkaEndpoint) -> Any:
+    """The endpoint's SASL login for a Faust app (``broker_credentials=``), or None."""
+    config = endpoint.kafka_config()
+    if not config.get("sasl.username"):
+        return None
+    import ssl
+
+    import faust  # the gate's dependency, not the SDK's
+
+    protocol = str(config.get("security.protocol", "SASL_PLAINTEXT")).upper()
+    return faust.SASLCredentials(
+        username=str(config["sasl.username"]),
+        password=str(config.get("sasl.password", "")),
+        mechanism=str(config.get("sasl.mechanism", "SCRAM-SHA-512")),
+        ssl_context=ssl.create_default_context() if protocol == "SASL_SSL" else None,
+    )
+
+
+def explain_client_error(
+    client: Producer | Consumer, error: KafkaError | KafkaException | None, topic: str = ""
+) -> str | None:
+    """:func:`explain_denied` for an error of a client this module built (it knows its
+    principal, group and transactional id)."""
+    return explain_denied(error, topic=topic, **_describe(client))
+
+
+def _describe(client: Producer | Consumer) -> dict[str, str]:
+    return {
+        "principal": str(getattr(client, "principal", "")),
+        "group": str(getattr(client, "group_id", "")),
+        "transactional_id": str(getattr(client, "transactional_id", "")),
+    }
+
+
 # -- what every loop shares -----------------------------------------------------------
 
 
@@ -172,9 +305,13 @@ def start_transactions(producer: Producer, error: type[TrustplaneError]) -> None
     try:
         producer.init_transactions(30)
     except KafkaException as exc:
+        denied = explain_client_error(producer, exc)
+        if denied is not None:
+            raise error(f"cannot start Kafka transactions: {denied}") from exc
         raise error(
             f"cannot start Kafka transactions: {exc}",
-            hint="is the broker up and reachable? `trustplane kafka status`",
+            hint="is the broker up and reachable, and are the credentials right? "
+            "`trustplane kafka status`",
         ) from exc
 
 
@@ -399,6 +536,10 @@ class TransactionalLoop:
         self.generation = 0
         """Bumped by every assignment and revocation."""
         self._stop = threading.Event()
+        self._denied: str | None = None
+        """Why the broker refused a record of this transaction (a missing TOPIC ACL)."""
+        self._watched: set[str] = set()
+        """Topics written in this transaction (the first record of each is watched)."""
 
     # -- lifecycle
 
@@ -457,6 +598,8 @@ class TransactionalLoop:
         records = self.on_batch(batch)
         if records is None:
             return False
+        self._denied = None
+        self._watched.clear()
         try:
             self.producer.begin_transaction()
             for record in records:
@@ -474,6 +617,13 @@ class TransactionalLoop:
                 )
             self.producer.commit_transaction()
         except KafkaException as exc:
+            # a refused record (its report), the transactional id, or the offsets' group
+            names = {**_describe(self.producer), "group": _describe(self.consumer)["group"]}
+            denied = self._denied or explain_denied(exc, **names)
+            if denied is not None:
+                with contextlib.suppress(KafkaException):
+                    self.producer.abort_transaction(10)
+                raise self.error(f"{self.name}: {denied}") from exc
             if (fatal := _fatal(exc)) is not None:
                 raise self.error(
                     f"fenced or fatal transaction error: {fatal.str()}", hint=self.fenced_hint
@@ -495,6 +645,12 @@ class TransactionalLoop:
     def _produce(self, record: Record) -> None:
         # -1: no partition chosen, the partitioner picks (librdkafka's RD_KAFKA_PARTITION_UA)
         partition = -1 if record.partition is None else record.partition
+        delivered = record.on_delivery
+        if record.topic not in self._watched:
+            # a missing WRITE ACL refuses every record of the topic: the delivery report
+            # of its first record in the transaction says so (one Python callback, not N)
+            self._watched.add(record.topic)
+            delivered = self._watch(delivered)
         while True:
             try:
                 self.producer.produce(
@@ -502,12 +658,23 @@ class TransactionalLoop:
                     key=record.key,
                     value=record.value,
                     partition=partition,
-                    on_delivery=record.on_delivery,
+                    on_delivery=delivered,
                 )
                 break
             except BufferError:  # the local queue is full: deliver some, then retry
                 self.producer.poll(0.05)
         self.producer.poll(0)
+
+    def _watch(
+        self, inner: Callable[[KafkaError | None, Message], None] | None
+    ) -> Callable[[KafkaError | None, Message], None]:
+        def delivered(error: KafkaError | None, message: Message) -> None:
+            if error is not None and error.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED:
+                self._denied = explain_client_error(self.producer, error, message.topic() or "")
+            if inner is not None:
+                inner(error, message)
+
+        return delivered
 
     def _recover(self, cause: Exception) -> None:
         try:
@@ -532,6 +699,8 @@ class TransactionalLoop:
             error = message.error()
             if error is None:
                 kept.append(message)
+            elif (denied := explain_client_error(self.consumer, error)) is not None:
+                raise self.error(f"{self.name} consumer: {denied}")
             elif error.fatal():
                 raise self.error(f"consumer failed: {error.str()}", hint=self.fenced_hint)
             elif error.code() != KafkaError._PARTITION_EOF:

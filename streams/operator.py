@@ -41,7 +41,7 @@ from processors.crypto.keys import (
     load_private_key,
     save_private_key,
 )
-from streams import kafka
+from streams import kafka, names
 from streams.codec import default_codec
 from streams.config import Settings
 from streams.gate.seal import create_state_key, state_key_path
@@ -127,7 +127,7 @@ class OperatorClient:
         self.codec = default_codec()
         self.topic = settings.topic("control")
         self.signer = Signer("operator", self.key.kid)
-        self.transactional_id = f"{settings.topic_prefix}trustplane-operator-{self.key.kid}"
+        self.transactional_id = names.operator_transaction(settings, self.key.kid)
         self._producer: Producer | None = None
         self._log: ControlLog | None = None
 
@@ -166,7 +166,7 @@ class OperatorClient:
             producer = kafka.transactional_producer(
                 self.settings,
                 self.transactional_id,
-                {"client.id": f"trustplane-operator-{self.key.kid}"},
+                {"client.id": self.transactional_id},
             )
             # fence an older client with this key before reading: from here on, only
             # this client appends to the key's history, or its commit fails

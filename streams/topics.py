@@ -1,4 +1,12 @@
-"""The project's topics: names, settings, and creating them."""
+"""The project's topics: names, settings, and creating them.
+
+Topic configs that matter for security: ``intents``, ``lineage``, ``outcomes`` and
+``control`` take the broker's append time as each record's timestamp
+(``message.timestamp.type=LogAppendTime``), so a writer cannot backdate a record; and
+``control`` is kept whole and forever (``cleanup.policy=delete``, ``retention.ms=-1``):
+its history is hash-chained, which compaction would break. :func:`align_topic_configs`
+brings topics created before these settings in line (as ``admin``).
+"""
 
 from __future__ import annotations
 
@@ -6,8 +14,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from confluent_kafka import KafkaException
-from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]  # documented path, stub lacks __all__
+from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import (  # type: ignore[attr-defined]  # documented path, stub lacks __all__
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewTopic,
+    ResourceType,
+)
 
 from processors.exceptions import TrustplaneError
 from streams import kafka
@@ -15,7 +30,15 @@ from streams import kafka
 if TYPE_CHECKING:  # the SDK imports this module, and streams.config imports the SDK
     from streams.config import Settings
 
-__all__ = ["TopicSpec", "TOPICS", "OUTCOME_TOPICS", "ensure_topics", "TopicError"]
+__all__ = [
+    "TopicSpec",
+    "TOPICS",
+    "OUTCOME_TOPICS",
+    "ensure_topics",
+    "topic_config",
+    "align_topic_configs",
+    "TopicError",
+]
 
 MAX_MESSAGE_BYTES = kafka.LOOP_MAX_MESSAGE_BYTES
 
@@ -36,6 +59,8 @@ class TopicSpec:
 
 
 _APPEND_TIME = (("message.timestamp.type", "LogAppendTime"),)
+"""The broker stamps each record with its append time; the producer's timestamp is
+replaced, so a writer cannot backdate (or postdate) what it writes."""
 
 
 TOPICS: tuple[TopicSpec, ...] = (
@@ -67,7 +92,11 @@ OUTCOME_TOPICS = ("approved", "denied", "review", "rejected")
 def ensure_topics(
     settings: Settings, names: Iterable[str] | None = None, *, timeout: float = 30.0
 ) -> list[str]:
-    """Create the missing topics; return the names that were created."""
+    """Create the missing topics; return the names that were created.
+
+    A principal sees only the topics it has an ACL on, and only ``admin`` may create
+    topics (``trustplane kafka provision``): a topic missing from what it sees is one
+    it cannot create, and the error says so."""
     wanted = {spec.name: spec for spec in TOPICS if names is None or spec.name in set(names)}
     admin = kafka.admin(settings)
     try:
@@ -75,18 +104,14 @@ def ensure_topics(
     except KafkaException as exc:
         raise TopicError(
             f"cannot reach Kafka at {settings.resolved_bootstrap()}: {exc}",
-            hint="is the broker up? `trustplane kafka status`",
+            hint="is the broker up, and are the credentials right? `trustplane kafka status`",
         ) from exc
     new = [
         NewTopic(
             settings.topic(spec.name),
             num_partitions=spec.partitions or settings.partitions,
             replication_factor=-1,
-            config={
-                "cleanup.policy": "compact" if spec.compacted else "delete",
-                "max.message.bytes": str(MAX_MESSAGE_BYTES),
-                **dict(spec.config),
-            },
+            config=topic_config(spec),
         )
         for spec in wanted.values()
         if settings.topic(spec.name) not in existing
@@ -97,6 +122,75 @@ def ensure_topics(
             future.result()
             created.append(topic)
         except KafkaException as exc:
-            if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                raise TopicError(f"cannot create topic {topic}: {exc}") from exc
+            if "TOPIC_ALREADY_EXISTS" in str(exc):
+                continue
+            denied = kafka.explain_denied(
+                exc, principal=settings.resolved_kafka_principal(), topic=topic
+            )
+            if denied is not None:
+                raise TopicError(
+                    f"topic {topic} is missing (or hidden from this principal), and it may "
+                    f"not be created here: {denied}",
+                    hint="create the topics and ACLs as admin: `trustplane kafka provision`",
+                ) from exc
+            raise TopicError(f"cannot create topic {topic}: {exc}") from exc
     return created
+
+
+def topic_config(spec: TopicSpec) -> dict[str, str]:
+    """The configs a topic of the project is created with (and aligned to)."""
+    return {
+        "cleanup.policy": "compact" if spec.compacted else "delete",
+        "max.message.bytes": str(MAX_MESSAGE_BYTES),
+        **dict(spec.config),
+    }
+
+
+def align_topic_configs(
+    settings: Settings, admin: AdminClient | None = None, *, timeout: float = 30.0
+) -> list[str]:
+    """Set the configs of :data:`TOPICS` that differ on existing topics (e.g. ``control``
+    created compacted, before LogAppendTime); return ``topic: name=value`` per change.
+    Needs ALTER_CONFIGS: run as admin."""
+    admin = admin or kafka.admin(settings)
+    resources = {
+        settings.topic(spec.name): ConfigResource(ResourceType.TOPIC, settings.topic(spec.name))
+        for spec in TOPICS
+    }
+    existing = set(admin.list_topics(timeout=timeout).topics)
+    resources = {name: res for name, res in resources.items() if name in existing}
+    if not resources:
+        return []
+    current: dict[str, dict[str, str | None]] = {}
+    for resource, future in admin.describe_configs(list(resources.values())).items():
+        entries = future.result(timeout=timeout)
+        current[resource.name] = {key: entry.value for key, entry in entries.items()}
+    changes: list[str] = []
+    alter: list[ConfigResource] = []
+    for spec in TOPICS:
+        name = settings.topic(spec.name)
+        if name not in current:
+            continue
+        wanted = topic_config(spec)
+        differ = {k: v for k, v in wanted.items() if current[name].get(k) != v}
+        if not differ:
+            continue
+        entries = [
+            ConfigEntry(key, value, incremental_operation=AlterConfigOpType.SET)
+            for key, value in differ.items()
+        ]
+        alter.append(ConfigResource(ResourceType.TOPIC, name, incremental_configs=entries))
+        changes += [f"{name}: {key}={value}" for key, value in differ.items()]
+    for resource, future in admin.incremental_alter_configs(alter).items() if alter else []:
+        try:
+            future.result(timeout=timeout)
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            code = error.code() if isinstance(error, KafkaError) else None
+            raise TopicError(
+                f"cannot change the configs of topic {resource.name}: {exc}",
+                hint="run as admin (`trustplane kafka provision`)"
+                if code == KafkaError.TOPIC_AUTHORIZATION_FAILED
+                else None,
+            ) from exc
+    return changes

@@ -1,4 +1,11 @@
-"""Shared fixtures: one real Kafka broker per test session, fresh topics per test."""
+"""Shared fixtures: one real Kafka broker per test session, fresh topics per test.
+
+The broker is the project's own, secured as ``trustplane kafka up`` secures it (SASL/SCRAM,
+ACLs, super users ``broker`` and ``admin``); its role users are created once per session.
+Each test gets a fresh topic prefix and name root with the roles' ACLs for them (revoked
+afterwards). Test code in the pytest process is ``admin``; services started through
+:func:`worker_factory` run as their role (``gate``), with only their ACLs.
+"""
 
 from __future__ import annotations
 
@@ -19,53 +26,110 @@ from typing import Any, Self
 
 import pytest
 
+from streams import provision
+from streams.acls import ADMIN
 from streams.config import PROJECT_ROOT, Settings
 from streams.dev.localkafka import LocalKafka
 from streams.operator import ensure_local_keys
-from streams.topics import ensure_topics
 
-# TRUSTPLANE_TEST_KAFKA_DIR lets two test runs on one machine use two brokers
+# TRUSTPLANE_TEST_KAFKA_DIR lets two test runs on one machine use two brokers. The secured
+# broker has its own folder: one of an older checkout (PLAINTEXT) may still be running.
 TEST_STATE_DIR = Path(
-    os.environ.get("TRUSTPLANE_TEST_KAFKA_DIR", PROJECT_ROOT / ".state" / "test-kafka")
+    os.environ.get("TRUSTPLANE_TEST_KAFKA_DIR", PROJECT_ROOT / ".state" / "test-kafka-sasl")
 )
 
 
+@dataclass(frozen=True)
+class TestBroker:
+    """The session's broker: where it is and where its users' passwords are."""
+
+    __test__ = False  # not a test class, whatever its name
+
+    bootstrap: str
+    credentials_dir: Path
+
+    def settings(self, principal: str = ADMIN, **values: Any) -> Settings:
+        """Settings that reach this broker as ``principal``."""
+        return Settings(
+            bootstrap_servers=self.bootstrap,
+            kafka_principal=principal,
+            kafka_credentials_dir=self.credentials_dir,
+            **values,
+        )
+
+
 @pytest.fixture(scope="session")
-def kafka_bootstrap() -> Iterator[str]:
-    """The project's own broker, started natively once for the whole session."""
+def kafka_broker() -> Iterator[TestBroker]:
+    """The project's own broker, started natively (SASL, ACLs) once for the whole session,
+    with its role users."""
     broker = LocalKafka(
         TEST_STATE_DIR, progress=lambda msg: print(f"[kafka] {msg}", file=sys.stderr)
     )
+    if broker.is_legacy():  # a throwaway test broker formatted before authentication
+        broker.reset()
     already_running = broker.status() is not None
     info = broker.up(timeout=120)
-    yield info.bootstrap
+    found = TestBroker(info.bootstrap, broker.credentials.directory)
+    provision.provision(found.settings(), topics=False, grant=False)  # the role users
+    yield found
     if not already_running:  # another session's broker is left to that session
         broker.down()
 
 
+@pytest.fixture(scope="session")
+def kafka_bootstrap(kafka_broker: TestBroker) -> str:
+    return kafka_broker.bootstrap
+
+
 @pytest.fixture
-def settings_factory(kafka_bootstrap: str, tmp_path: Path) -> Callable[..., Settings]:
-    """Settings with a fresh topic prefix, consumer group and key folder: tests never
-    share topics or state."""
+def settings_factory(
+    kafka_broker: TestBroker, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Callable[..., Settings]]:
+    """Settings with a fresh topic prefix, name root (``group_id``) and key folder: tests
+    never share topics or state. Test code is ``admin``; the roles get their ACLs on the
+    test's topics and names, and find their passwords where a local deployment keeps
+    them (``<state_dir>/kafka/credentials``, and ``TRUSTPLANE_KAFKA_CREDENTIALS_DIR`` for
+    processes started from the test)."""
+    monkeypatch.setenv("TRUSTPLANE_KAFKA_CREDENTIALS_DIR", str(kafka_broker.credentials_dir))
+    made: list[Settings] = []
 
     def make(**overrides: object) -> Settings:
         tag = uuid.uuid4().hex[:8]
         values: dict[str, object] = {
-            "bootstrap_servers": kafka_bootstrap,
+            "bootstrap_servers": kafka_broker.bootstrap,
             "topic_prefix": f"t{tag}.",
             "group_id": f"gate-{tag}",
             "worker_id": f"w-{tag}",
             "partitions": 4,
             "web_port": free_port(),
             "state_dir": tmp_path / f"state-{tag}",
+            "kafka_principal": ADMIN,
+            "kafka_credentials_dir": kafka_broker.credentials_dir,
         }
         values.update(overrides)
         settings = Settings(**values)  # type: ignore[arg-type]
-        ensure_topics(settings)
+        # what `trustplane kafka provision` does, but the users (once per session): the
+        # topics (a role may create none) and the roles' ACLs for this prefix and root
+        provision.provision(settings, users=False)
+        link = settings.kafka_state_dir / "credentials"
+        if not link.exists():
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(kafka_broker.credentials_dir, target_is_directory=True)
         ensure_local_keys(settings)
+        made.append(settings)
         return settings
 
-    return make
+    yield make
+    for settings in made:
+        provision.revoke(settings)
+
+
+def role_env(settings: Settings, role: str) -> dict[str, str]:
+    """The TRUSTPLANE_* variables that make a process ``role`` on the test's broker."""
+    return {
+        "TRUSTPLANE_KAFKA_PRINCIPAL": role,
+        "TRUSTPLANE_KAFKA_CREDENTIALS_DIR": str(settings.resolved_kafka_credentials_dir),
+    }
 
 
 @pytest.fixture
@@ -214,11 +278,13 @@ class WorkerProcess(ServiceProcess):
 
 @pytest.fixture
 def worker_factory(service_factory: ServiceFactory) -> Callable[[Settings], WorkerProcess]:
+    """A real `trustplane worker` for these settings, running as the ``gate`` principal."""
+
     def make(settings: Settings) -> WorkerProcess:
         worker = service_factory(
             "worker",
             [str(Path(sys.executable).parent / "trustplane"), "worker"],
-            settings_env(settings),
+            {**settings_env(settings), **role_env(settings, "gate")},
             cls=WorkerProcess,
             settings=settings,
         )

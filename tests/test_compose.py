@@ -2,14 +2,17 @@
 
 No Docker engine runs the tests, so the file is checked statically: against the Compose
 Specification JSON schema (copied to ``tests/data/compose-spec.json``, see its README) and for the
-few facts the schema cannot know (service names, the internal Kafka listener, port syntax).
+few facts the schema cannot know (service names, the internal Kafka listener, port syntax, who
+each service is to Kafka). The broker's start script runs here with stand-ins for Kafka's tools.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import os
 import re
+import subprocess
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -23,8 +26,11 @@ COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 SCHEMA_FILE = REPO_ROOT / "tests" / "data" / "compose-spec.json"  # origin: tests/data/README.md
 PROMETHEUS_FILE = REPO_ROOT / "infra" / "prometheus" / "prometheus.yml"
 DOCKERFILE = REPO_ROOT / "Dockerfile"
+BROKER_SCRIPT = REPO_ROOT / "infra" / "kafka" / "compose-broker.sh"
 
-SERVICES = {"kafka", "clickhouse", "worker", "prometheus"}
+SERVICES = {"kafka", "clickhouse", "worker", "prometheus", "kafka-credentials", "kafka-provision"}
+ROLES = {"worker": "gate", "sink": "sink", "notary": "notary", "operator": "operator"}
+"""Each trustplane service and the Kafka principal it runs as."""
 
 # Compose short port syntax: [[HOST_IP:][HOST_PORT[-RANGE]]:]CONTAINER_PORT[-RANGE][/PROTOCOL]
 _PORT = r"\d{1,5}"
@@ -218,6 +224,10 @@ def test_prometheus_scrapes_the_worker_metrics(compose: dict[str, Any]) -> None:
     assert job.get("metrics_path", "/metrics") == "/metrics"
     assert job["static_configs"][0]["targets"] == ["worker:6066"]
     assert "6066:6066" in compose["services"]["worker"]["ports"]
+    # the worker listens beyond loopback there, so its pages need its bearer token
+    assert "TRUSTPLANE_WEB_TOKEN" in compose["services"]["worker"]["environment"]
+    assert job["authorization"]["credentials_file"] == "/run/secrets/web_token"
+    assert "web_token" in compose["services"]["prometheus"]["secrets"]
 
 
 def test_worker_command_matches_the_image_entrypoint(compose: dict[str, Any]) -> None:
@@ -229,3 +239,110 @@ def test_worker_command_matches_the_image_entrypoint(compose: dict[str, Any]) ->
     assert json.loads(instructions["ENTRYPOINT"]) == ["trustplane"]
     assert json.loads(instructions["CMD"]) == ["worker"]
     assert compose["services"]["worker"]["command"] in (["worker"], "worker")
+
+
+# -- Kafka authentication and ACLs -----------------------------------------------------
+
+
+def test_every_kafka_listener_authenticates_and_acls_are_enforced(compose: dict[str, Any]) -> None:
+    env = _environment(compose["services"]["kafka"])
+    protocols = dict(
+        item.split(":") for item in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(",")
+    )
+    assert set(protocols) == set(_listeners(env["KAFKA_LISTENERS"]))
+    assert set(protocols.values()) == {"SASL_PLAINTEXT"}, (
+        "no PLAINTEXT listener, not even the controller's"
+    )
+    assert env["KAFKA_SASL_ENABLED_MECHANISMS"] == "SCRAM-SHA-512"
+    assert env["KAFKA_SASL_MECHANISM_CONTROLLER_PROTOCOL"] == "SCRAM-SHA-512"
+    assert env["KAFKA_AUTHORIZER_CLASS_NAME"].endswith(".StandardAuthorizer")
+    assert env["KAFKA_ALLOW_EVERYONE_IF_NO_ACL_FOUND"] == "false"
+    assert env["KAFKA_SUPER_USERS"] == "User:broker;User:admin"
+    assert set(env["TRUSTPLANE_SASL_LISTENERS"].split()) == {name.lower() for name in protocols}
+
+
+def _credential_mounts(service: dict[str, Any]) -> list[dict[str, Any]]:
+    return [
+        v
+        for v in service.get("volumes", [])
+        if isinstance(v, dict) and v.get("source") == "kafka-credentials"
+    ]
+
+
+@pytest.mark.parametrize(("name", "role"), sorted(ROLES.items()))
+def test_each_service_is_its_role_and_sees_only_its_own_password(
+    compose: dict[str, Any], name: str, role: str
+) -> None:
+    service = compose["services"][name]
+    env = _environment(service)
+    assert env["TRUSTPLANE_KAFKA_PRINCIPAL"] == role
+    [mount] = _credential_mounts(service)
+    assert mount["read_only"] is True
+    assert mount["volume"]["subpath"] == role
+    assert env["TRUSTPLANE_KAFKA_CREDENTIALS_DIR"] == mount["target"]
+    assert not [key for key in env if "PASSWORD" in key], "passwords stay in files"
+    assert service["depends_on"]["kafka-provision"]["condition"] == "service_completed_successfully"
+
+
+def test_provisioning_runs_as_admin_once_the_broker_is_healthy(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    provision = services["kafka-provision"]
+    assert provision["command"] == ["kafka", "provision"]
+    assert provision["depends_on"]["kafka"]["condition"] == "service_healthy"
+    [mount] = _credential_mounts(provision)
+    assert mount["volume"]["subpath"] == "all"
+    [broker_mount] = _credential_mounts(services["kafka"])
+    assert broker_mount["volume"]["subpath"] == "broker"
+    assert services["kafka"]["depends_on"]["kafka-credentials"]["condition"] == (
+        "service_completed_successfully"
+    )
+    script = services["kafka-credentials"]["command"][0]
+    for role in ROLES.values():
+        assert role in script
+
+
+def test_the_broker_script_formats_with_scram_users_and_logs_in_on_every_listener(
+    compose: dict[str, Any], tmp_path: Path
+) -> None:
+    secrets = tmp_path / "secrets"
+    secrets.mkdir()
+    (secrets / "broker").write_text("broker-pw\n")
+    (secrets / "admin").write_text("admin-pw\n")
+    tools = tmp_path / "bin"
+    tools.mkdir()
+    for tool in ("kafka-storage.sh", "kafka-server-start.sh"):
+        (tools / tool).write_text(f'#!/bin/sh\necho "{tool} $*" >> {tmp_path}/calls\n')
+        (tools / tool).chmod(0o755)
+    env = {
+        **{k: v for k, v in _environment(compose["services"]["kafka"]).items()},
+        "KAFKA_LOG_DIRS": str(tmp_path / "data"),
+        "TRUSTPLANE_SECRETS": str(secrets),
+        "TRUSTPLANE_KAFKA_BIN": str(tools),
+        "TRUSTPLANE_BROKER_CONFIG": str(tmp_path / "config"),
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+    }
+    done = subprocess.run(
+        ["bash", str(BROKER_SCRIPT)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+
+    properties = (tmp_path / "config" / "server.properties").read_text()
+    props = dict(line.split("=", 1) for line in properties.splitlines())
+    assert props["listener.security.protocol.map"].count("SASL_PLAINTEXT") == 3
+    assert props["log.dirs"] == str(tmp_path / "data")
+    assert props["super.users"] == "User:broker;User:admin"
+    for listener in ("internal", "host", "controller"):
+        login = props[f"listener.name.{listener}.scram-sha-512.sasl.jaas.config"]
+        assert 'username="broker" password="broker-pw";' in login
+    assert "admin-pw" not in properties
+    assert (tmp_path / "config" / "server.properties").stat().st_mode & 0o777 == 0o600
+    calls = (tmp_path / "calls").read_text().splitlines()
+    assert calls[0].startswith("kafka-storage.sh format -t 1ojitqHbULazmRIuqlbqLA")
+    assert "--add-scram SCRAM-SHA-512=[name=broker,password=broker-pw]" in calls[0]
+    assert "--add-scram SCRAM-SHA-512=[name=admin,password=admin-pw]" in calls[0]
+    assert calls[1] == f"kafka-server-start.sh {tmp_path}/config/server.properties"

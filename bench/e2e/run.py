@@ -402,14 +402,26 @@ def _broker(config: BenchConfig, log: Log) -> _Broker:
 
 
 def _settings(config: BenchConfig, bootstrap: str, prefix: str, **overrides: Any) -> Settings:
+    """The bench's clients and workers: the bench broker's ``admin`` (a super user: the
+    bench measures the gate, the ACLs are tested elsewhere), or, on another broker, what
+    ``TRUSTPLANE_KAFKA_*`` says."""
+    credentials = config.kafka_dir / "credentials"
+    auth: dict[str, Any] = {}
+    if not config.bootstrap and (credentials / "admin").is_file():
+        auth = {"kafka_principal": "admin", "kafka_credentials_dir": credentials}
+    elif os.environ.get("TRUSTPLANE_KAFKA_PRINCIPAL"):
+        auth = {"kafka_principal": os.environ["TRUSTPLANE_KAFKA_PRINCIPAL"]}
+        for name in ("kafka_credentials_dir", "kafka_password_file"):
+            if os.environ.get(f"TRUSTPLANE_{name.upper()}"):
+                auth[name] = Path(os.environ[f"TRUSTPLANE_{name.upper()}"])
     return Settings(
         bootstrap_servers=bootstrap,
         topic_prefix=prefix,
-        group_id=prefix.rstrip("."),
+        group_id=prefix.rstrip(".").replace(".", "-"),
         partitions=config.partitions,
         state_dir=config.state_dir,
         web_port=0,
-        **overrides,
+        **{**auth, **overrides},
     )
 
 

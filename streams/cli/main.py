@@ -5,7 +5,7 @@ Every command reads the same settings: defaults, then ``--config FILE`` (TOML) o
 what to do, and exit non-zero; ``--verbose`` adds the traceback.
 
 This module assembles the command from the others, and imports run one way: main ->
-ops, policy, proof, sql -> context (policy also -> ops). The global options travel in
+kafka, ops, policy, proof, sql -> context (policy also -> ops). The global options travel in
 the typer context, ``ctx.obj`` (:mod:`streams.cli.context`); no module holds state.
 Whatever needs Faust, Cedar, ClickHouse or RocksDB is imported by the command that uses
 it, so ``trustplane --help`` and the client commands run with the SDK's dependencies
@@ -30,6 +30,7 @@ from typer.core import TyperGroup
 from processors.exceptions import TrustplaneError
 from streams.cli import ops
 from streams.cli.context import CliOptions, options, settings
+from streams.cli.kafka import kafka_app
 from streams.cli.policy import policy_app
 from streams.cli.proof import notary_command, proof_app
 from streams.cli.sql import sink as sink_command
@@ -67,8 +68,7 @@ cli = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-kafka_cli = typer.Typer(help="The local single-node Kafka broker (KRaft, from Maven Central).")
-cli.add_typer(kafka_cli, name="kafka")
+cli.add_typer(kafka_app, name="kafka")
 cli.add_typer(ops.keys_app, name="keys")
 cli.add_typer(ops.agents_app, name="agents")
 cli.add_typer(ops.runtime_app, name="runtime")
@@ -100,49 +100,6 @@ def _global(
         level=logging.DEBUG if verbose else logging.WARNING,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-
-
-# -- broker -----------------------------------------------------------------
-
-
-def _local_kafka(ctx: typer.Context) -> Any:
-    from streams.dev.localkafka import LocalKafka
-
-    return LocalKafka(settings(ctx).kafka_state_dir, progress=lambda m: err.print(f"[dim]{m}[/]"))
-
-
-@kafka_cli.command("up")
-def kafka_up(
-    ctx: typer.Context,
-    timeout: Annotated[float, typer.Option(help="Seconds to wait for the broker.")] = 90.0,
-) -> None:
-    """Fetch Kafka with Maven (cached), format storage once, start the broker, wait for it."""
-    info = _local_kafka(ctx).up(timeout=timeout)
-    out.print(f"Kafka is up at [bold]{info.bootstrap}[/] (pid {info.pid}, log {info.log_path})")
-
-
-@kafka_cli.command("down")
-def kafka_down(ctx: typer.Context) -> None:
-    """Stop the local broker (data is kept; `kafka reset` deletes it)."""
-    stopped = _local_kafka(ctx).down()
-    out.print("Kafka stopped." if stopped else "Kafka was not running.")
-
-
-@kafka_cli.command("status")
-def kafka_status(ctx: typer.Context) -> None:
-    """Say whether the local broker is running and answering; exit 1 if not."""
-    info = _local_kafka(ctx).status()
-    if info is None:
-        out.print("Kafka is not running. Start it with `trustplane kafka up`.")
-        raise typer.Exit(1)
-    out.print(f"Kafka is up at [bold]{info.bootstrap}[/] (pid {info.pid}, data {info.data_dir})")
-
-
-@kafka_cli.command("reset")
-def kafka_reset(ctx: typer.Context) -> None:
-    """Stop the local broker and delete its data (topics, offsets). Jars stay cached."""
-    _local_kafka(ctx).reset()
-    out.print("Kafka stopped and its data deleted.")
 
 
 # -- gate -------------------------------------------------------------------
@@ -201,7 +158,7 @@ def submit(
     else:
         for n, raw in enumerate(_read_json_records(source or "-"), start=1):
             intents.append(_complete_intent(raw, n))
-    with IntentPublisher(settings(ctx)) as publisher:
+    with IntentPublisher(settings(ctx).for_role("agent")) as publisher:
         for intent in intents:
             publisher.publish(intent)
     for intent in intents[:20]:

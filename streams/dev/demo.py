@@ -201,7 +201,7 @@ def run_demo(
     estate = setup_estate(settings)
     items = demo_items(estate, codec)
     reader = OutcomeReader(settings, from_beginning=False)
-    with IntentPublisher(settings, codec) as publisher:
+    with IntentPublisher(settings.for_role("agent"), codec) as publisher:
         for item in items:
             publisher.publish_raw(item.key, item.value)
     by_intent = {i.intent_id: i for i in items if i.intent_id}

@@ -2,14 +2,24 @@
 
 ``LocalKafka(state_dir).up()`` resolves the broker's jars with Maven (``infra/kafka/pom.xml``,
 once), writes ``server.properties``, formats the storage (once), starts ``java kafka.Kafka``
-detached from the caller and waits until it answers a metadata request. Everything it
-knows lives in ``state_dir``::
+detached from the caller and waits until it answers a metadata request as ``admin``.
+Everything it knows lives in ``state_dir``::
 
     lib/               the jars (+ ``.pom.sha256``: the pom they were resolved from)
     data/              the broker's log dir (topics, metadata log, meta.properties)
-    server.properties  the broker's configuration
+    credentials/       one password file per Kafka user (0700/0600, streams/credentials.py)
+    server.properties  the broker's configuration (0600: it holds the broker's password)
     broker.log         the broker's stdout and stderr (the previous one is broker.log.1)
     broker.json        bootstrap, pid and ports of the running broker (read by clients)
+
+The broker authenticates every connection, on the client listener and on the controller
+listener alike: SASL_PLAINTEXT with SCRAM-SHA-512 (a PLAINTEXT controller listener would
+let any local process send CreateTopics or CreateAcls to it). ``StandardAuthorizer`` with
+``allow.everyone.if.no.acl.found=false`` refuses what no ACL allows; ``broker`` (the node
+itself) and ``admin`` (provisioning) are the only super users. Their SCRAM credentials
+are written into the metadata when the storage is formatted (``StorageTool --add-scram``),
+the only time the broker can bootstrap users; the roles' users, the topics and the ACLs
+are created afterwards by ``streams/provision.py`` (``trustplane kafka up`` does both).
 
 so a later process (``trustplane kafka status``/``down``) finds the broker again. Ports are
 kept across restarts so clients that read ``broker.json`` once keep working.
@@ -40,9 +50,18 @@ from confluent_kafka import KafkaException
 
 from processors.exceptions import TrustplaneError
 from streams import kafka
+from streams.acls import ADMIN, BROKER, SUPER_USERS
 from streams.config import PROJECT_ROOT
+from streams.credentials import CredentialStore, write_private
+from streams.sdk.config import DEFAULT_SASL_MECHANISM, ClientConfig, Secret
 
-__all__ = ["BrokerError", "BrokerInfo", "LocalKafka", "render_server_properties"]
+__all__ = [
+    "BrokerError",
+    "LegacyBrokerError",
+    "BrokerInfo",
+    "LocalKafka",
+    "render_server_properties",
+]
 
 HOST = "127.0.0.1"
 NODE_ID = 1
@@ -68,6 +87,10 @@ class BrokerError(TrustplaneError):
     """The local Kafka broker could not be fetched, started or stopped."""
 
 
+class LegacyBrokerError(BrokerError):
+    """The state dir holds a broker formatted without authentication (before SASL)."""
+
+
 @dataclass(frozen=True)
 class BrokerInfo:
     """A running local broker, as written to ``broker.json``."""
@@ -79,17 +102,36 @@ class BrokerInfo:
     log_path: Path
 
 
-def render_server_properties(port: int, controller_port: int, data_dir: Path) -> str:
-    """The broker's ``server.properties``: one node that is both broker and controller."""
+def render_server_properties(
+    port: int, controller_port: int, data_dir: Path, broker_password: Secret
+) -> str:
+    """The broker's ``server.properties``: one node that is both broker and controller,
+    SASL/SCRAM on both listeners, ACLs enforced. It holds ``broker``'s password: 0600."""
+    mechanism = DEFAULT_SASL_MECHANISM
+    login = (
+        "org.apache.kafka.common.security.scram.ScramLoginModule required "
+        f'username="{BROKER}" password="{broker_password.get()}";'
+    )
     settings = {
         "process.roles": "broker,controller",
         "node.id": NODE_ID,
         "controller.quorum.voters": f"{NODE_ID}@{HOST}:{controller_port}",
-        "listeners": f"PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{controller_port}",
-        "advertised.listeners": f"PLAINTEXT://{HOST}:{port}",
+        "listeners": f"SASL_PLAINTEXT://{HOST}:{port},CONTROLLER://{HOST}:{controller_port}",
+        "advertised.listeners": f"SASL_PLAINTEXT://{HOST}:{port}",
         "controller.listener.names": "CONTROLLER",
-        "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
-        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "CONTROLLER:SASL_PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT",
+        "inter.broker.listener.name": "SASL_PLAINTEXT",
+        # clients and the node's own inter-broker connections
+        "sasl.enabled.mechanisms": mechanism,
+        "sasl.mechanism.inter.broker.protocol": mechanism,
+        f"listener.name.sasl_plaintext.{mechanism.lower()}.sasl.jaas.config": login,
+        # the controller listener: the broker side of this node logs in as `broker`
+        "sasl.mechanism.controller.protocol": mechanism,
+        "listener.name.controller.sasl.enabled.mechanisms": mechanism,
+        f"listener.name.controller.{mechanism.lower()}.sasl.jaas.config": login,
+        "authorizer.class.name": "org.apache.kafka.metadata.authorizer.StandardAuthorizer",
+        "allow.everyone.if.no.acl.found": "false",
+        "super.users": ";".join(f"User:{user}" for user in SUPER_USERS),
         "log.dirs": data_dir,
         "num.partitions": 4,
         "auto.create.topics.enable": "false",
@@ -158,6 +200,9 @@ class LocalKafka:
         self.log_path = self.state_dir / "broker.log"
         self.properties_path = self.state_dir / "server.properties"
         self.state_path = self.state_dir / "broker.json"
+        self.credentials = CredentialStore(self.state_dir / "credentials")
+        self.scram_marker = self.state_dir / ".data-has-scram-users"
+        """Written when ``data/`` is formatted with the SCRAM users (not by older versions)."""
 
     # -- public API -----------------------------------------------------------
 
@@ -198,14 +243,37 @@ class LocalKafka:
         staging.rename(self.lib_dir)
         return self.lib_dir
 
+    def admin_endpoint(self, bootstrap: str) -> ClientConfig:
+        """How ``admin`` reaches this broker (its password from the credentials dir)."""
+        return ClientConfig(
+            bootstrap_servers=bootstrap,
+            username=ADMIN,
+            password_file=self.credentials.path(ADMIN),
+        )
+
+    def is_legacy(self) -> bool:
+        """Whether ``data/`` was formatted without SCRAM users (an older, PLAINTEXT broker)."""
+        return (self.data_dir / "meta.properties").exists() and not self.scram_marker.exists()
+
     def up(self, timeout: float = 60.0) -> BrokerInfo:
         """Start the broker, or return the one already running from this state dir."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         with self._locked():
+            if self.is_legacy():
+                running = self._running_pid()
+                raise LegacyBrokerError(
+                    f"the local broker's data in {self.data_dir} was formatted without "
+                    "authentication (by a trustplane before SASL/SCRAM and ACLs were on): it "
+                    "has no SCRAM users, and Kafka adds them only when storage is formatted",
+                    hint="it is a throwaway development broker: `trustplane kafka reset` "
+                    + ("stops it, " if running is not None else "")
+                    + "deletes its topics and offsets (the jars stay), and the next "
+                    "`trustplane kafka up` starts it with authentication and ACLs",
+                )
             running = self._running_pid()
             if running is not None:
                 info = self._info(running)
-                if _answers(info.bootstrap):
+                if self._answers(info.bootstrap):
                     self.progress(f"broker already running on {info.bootstrap} (pid {running})")
                     return info
                 return self._wait_ready(info, time.monotonic(), timeout)  # still starting
@@ -217,11 +285,13 @@ class LocalKafka:
             self.fetch()
             java = self._require("java")[0]
             port, controller_port = self._choose_ports()
-            self.properties_path.write_text(
-                render_server_properties(port, controller_port, self.data_dir)
+            broker_password = self.credentials.ensure(BROKER)
+            write_private(
+                self.properties_path,
+                render_server_properties(port, controller_port, self.data_dir, broker_password),
             )
             if not (self.data_dir / "meta.properties").exists():
-                self._format(java)
+                self._format(java, {BROKER: broker_password, ADMIN: self.credentials.ensure(ADMIN)})
 
             self.progress(f"starting broker on {HOST}:{port}…")
             started = time.monotonic()
@@ -245,14 +315,16 @@ class LocalKafka:
     def status(self) -> BrokerInfo | None:
         """The running broker's info if it answers a metadata request, else None."""
         pid = self._running_pid()
-        if pid is None:
+        if pid is None or self.is_legacy():
             return None
         info = self._info(pid)
-        return info if _answers(info.bootstrap) else None
+        return info if self._answers(info.bootstrap) else None
 
     def reset(self) -> None:
-        """Stop the broker and delete its data (topics, offsets); the jars are kept."""
+        """Stop the broker and delete its data (topics, offsets, users and ACLs); the jars
+        and the password files are kept (the next `up` creates the users again)."""
         self.down()
+        self.scram_marker.unlink(missing_ok=True)
         shutil.rmtree(self.data_dir, ignore_errors=True)
 
     # -- steps of `up` --------------------------------------------------------
@@ -273,20 +345,35 @@ class LocalKafka:
             fresh.pop() if controller is None else controller
         )
 
-    def _format(self, java: str) -> None:
+    def _format(self, java: str, users: dict[str, Secret]) -> None:
+        """Format the storage with the SCRAM users the broker starts with.
+
+        StorageTool takes the passwords as arguments (visible in /proc for the few
+        seconds it runs); only ``broker`` and ``admin`` are created this way, the roles'
+        users through the admin API."""
         self.progress("formatting KRaft storage…")
+        scram: list[str] = []
+        for user, password in users.items():
+            scram += [
+                "--add-scram",
+                f"{DEFAULT_SASL_MECHANISM}=[name={user},password={password.get()}]",
+            ]
         command = [
             *self._java_command(java, "kafka.tools.StorageTool"),
-            "format", "-t", random_cluster_id(), "-c", str(self.properties_path),
+            "format", "-t", random_cluster_id(), "-c", str(self.properties_path), *scram,
         ]  # fmt: skip
         result = subprocess.run(  # noqa: S603 - fixed arguments, no shell
             command, capture_output=True, text=True, timeout=120, check=False
         )
         if result.returncode != 0:
+            output = result.stdout + result.stderr
+            for password in users.values():
+                output = output.replace(password.get(), "********")
             raise BrokerError(
-                f"formatting the broker's storage failed:\n{_tail(result.stdout + result.stderr)}",
+                f"formatting the broker's storage failed:\n{_tail(output)}",
                 hint=f"delete {self.data_dir} (all local topics are lost) and retry",
             )
+        self.scram_marker.write_text(" ".join(users) + "\n")
 
     def _spawn(self, java: str) -> int:
         if self.log_path.exists():
@@ -304,9 +391,15 @@ class LocalKafka:
             raise BrokerError(f"could not start Java:\n{_tail(result.stderr)}", hint=INSTALL_HINT)
         return int(result.stdout)
 
+    def _answers(self, bootstrap: str) -> bool:
+        """Whether the broker answers a metadata request from ``admin``."""
+        if not self.credentials.exists(ADMIN):
+            return False
+        return _answers(bootstrap, self.admin_endpoint(bootstrap))
+
     def _wait_ready(self, info: BrokerInfo, started: float, timeout: float) -> BrokerInfo:
         deadline = started + timeout
-        while not _answers(info.bootstrap):
+        while not self._answers(info.bootstrap):
             if not self._is_our_broker(info.pid):
                 raise BrokerError(
                     f"the broker exited while starting; last lines of {self.log_path}:\n"
@@ -414,7 +507,7 @@ class LocalKafka:
         return [path for path in found.values() if path is not None]
 
 
-def _answers(bootstrap: str) -> bool:
+def _answers(bootstrap: str, endpoint: kafka.KafkaEndpoint) -> bool:
     """Whether a broker answers a metadata request at ``bootstrap`` (quietly, quickly)."""
     host, port = bootstrap.rsplit(":", 1)
     try:  # a plain connect first: librdkafka logs every refused connection
@@ -422,7 +515,7 @@ def _answers(bootstrap: str) -> bool:
             pass
     except OSError:
         return False
-    admin = kafka.admin(kafka.PlainEndpoint(bootstrap), {"log_level": 0})
+    admin = kafka.admin(endpoint, {"log_level": 0})
     try:
         admin.list_topics(timeout=2.0)
     except KafkaException:

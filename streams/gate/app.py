@@ -23,6 +23,7 @@ from prometheus_client import generate_latest
 from processors.control import ControlResult
 from processors.exceptions import ConfigError
 from processors.lineage import LineageRecorder
+from streams import kafka, names
 from streams.config import Settings
 from streams.gate.control import ControlFollower
 from streams.gate.metrics import GateMetrics
@@ -172,6 +173,7 @@ def _control_lineage(parts: GateParts, metrics: GateMetrics, worker: str) -> Any
 
 
 def create_app(settings: Settings) -> faust.App:
+    settings = settings.for_role("gate")  # its Kafka principal, unless one is configured
     ensure_topics(settings)
     metrics = GateMetrics()
     parts = build_gate(settings, metrics)
@@ -194,8 +196,9 @@ def create_app(settings: Settings) -> faust.App:
     worker = GateWorker(settings, parts.gate, control=follower, states=states)
     token = _web_token(settings)
     app = faust.App(
-        f"{settings.group_id}-host",
+        names.gate_app(settings),
         broker=f"kafka://{settings.resolved_bootstrap()}",
+        broker_credentials=kafka.faust_credentials(settings),
         autodiscover=False,
         store="memory://",
         topic_disable_leader=True,

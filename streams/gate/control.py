@@ -30,7 +30,7 @@ from confluent_kafka import KafkaError, Message, TopicPartition
 
 from processors.control import ControlHistoryError, ControlResult, HistoryProblem, LogEntry
 from processors.exceptions import TrustplaneError
-from streams import kafka
+from streams import kafka, names
 from streams.codec import Codec, DecodeError, default_codec
 from streams.config import Settings
 
@@ -92,7 +92,7 @@ class ControlFollower:
         worker = settings.resolved_worker_id()
         self.consumer = kafka.consumer(
             settings,
-            f"{settings.group_id}-control-{worker}",
+            names.control_follower(settings, worker),
             {
                 "enable.partition.eof": False,
                 # sync() waits for the position to pass the end, which may be a commit
@@ -102,7 +102,7 @@ class ControlFollower:
         )
         # watermarks come from a client with no fetch in flight: asking the fetching
         # consumer waits behind its long poll (measured: ~10 ms per batch, vs ~0.3 ms)
-        self._watermarks = kafka.consumer(settings, f"{settings.group_id}-control-offsets-{worker}")
+        self._watermarks = kafka.consumer(settings, names.control_offsets(settings, worker))
         # a topic just created (by this worker, or a sink starting beside it) takes a
         # moment to appear in the metadata
         deadline = time.monotonic() + 30

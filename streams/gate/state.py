@@ -65,7 +65,7 @@ from confluent_kafka import KafkaError, TopicPartition
 from processors.exceptions import TrustplaneError
 from processors.layers.integrity import IntegrityCheck, UntrustedState
 from processors.verdict import StatefulLayer
-from streams import kafka
+from streams import kafka, names
 from streams.config import Settings
 from streams.gate.seal import (
     FORMAT_VERSION,
@@ -426,7 +426,7 @@ class KafkaAgentStates(AgentStates):
                 _INTEGRITY,
             )
         self.topic = settings.topic(STATE_TOPIC)
-        self._consumer = kafka.consumer(settings, f"{settings.group_id}-state-restore")
+        self._consumer = kafka.consumer(settings, names.gate_state_restore(settings))
 
     def restore(self, partitions: Iterable[int], timeout: float = 60.0) -> int:
         """Rebuild the state of these partitions from the committed changelog."""

@@ -25,7 +25,7 @@ from confluent_kafka import Consumer, Message, TopicPartition
 
 from processors.exceptions import TrustplaneError
 from processors.records import SourcePosition
-from streams import kafka
+from streams import kafka, names
 from streams.config import Settings
 from streams.gate.control import ControlFollower
 from streams.gate.gate import Gate, Output
@@ -60,11 +60,11 @@ class GateWorker:
         self.processed = 0
         self._carried: list[Output] = []
         self._control_sent: list[Output] = []
-        member = f"{settings.group_id}-{self.worker_id}"
-        client_id = f"trustplane-gate-{self.worker_id}"
+        member = names.gate_worker(settings, self.worker_id)
+        client_id = names.gate_worker(settings, self.worker_id)
         self.consumer = kafka.loop_consumer(
             settings,
-            settings.group_id,
+            names.gate_group(settings),
             member,
             client_id,
             {"fetch.wait.max.ms": 10},  # an idle partition answers fast: low latency

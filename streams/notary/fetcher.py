@@ -7,7 +7,7 @@ import time
 
 from confluent_kafka import KafkaError, TopicPartition
 
-from streams import kafka
+from streams import kafka, names
 from streams.config import Settings
 from streams.notary.exceptions import LogIntegrityError, NotaryServiceError, ProofRequestError
 from streams.topics import MAX_MESSAGE_BYTES
@@ -24,9 +24,9 @@ class EventFetcher:
         self._lock = threading.Lock()
         self._consumer = kafka.consumer(
             settings,
-            f"{settings.group_id}-notary-fetch",
+            names.notary_fetch(settings),
             {
-                "client.id": "trustplane-notary-fetch",
+                "client.id": names.notary_fetch(settings),
                 "fetch.wait.max.ms": 10,
                 "max.partition.fetch.bytes": MAX_MESSAGE_BYTES + 1024,
             },

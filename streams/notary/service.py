@@ -20,7 +20,7 @@ from confluent_kafka import (
 from processors.exceptions import ConfigError
 from processors.log.checkpoint import NoteSigner
 from processors.records import SourcePosition, rejection_record
-from streams import kafka
+from streams import kafka, names
 from streams.codec import Codec, default_codec
 from streams.config import Settings
 from streams.gatekeys import GateKeys, gate_jwks_path
@@ -62,6 +62,7 @@ class NotaryService:
         max_checkpoints: int = 100_000,
         gate_keys: GateKeys | None = None,
     ) -> None:
+        settings = settings.for_role("notary")  # its Kafka principal, unless configured
         self.settings = settings
         self.gate_keys = gate_keys or GateKeys(gate_jwks_path(settings))
         self.origin = origin or (signer.name if signer else notary_origin(settings))
@@ -90,15 +91,15 @@ class NotaryService:
             name: settings.topic(name)
             for name in ("lineage", LOG_TOPIC, CHECKPOINT_TOPIC, "rejected")
         }
-        self.group_id = f"{settings.group_id}-notary"
+        self.group_id = names.notary(settings)
         self.ready = threading.Event()
         self.log: NotaryLog | None = None
         self.http: NotaryHTTPServer | None = None
         self.committed_transactions = 0
         self.consumer = kafka.loop_consumer(
-            settings, self.group_id, self.group_id, "trustplane-notary"
+            settings, self.group_id, self.group_id, names.notary(settings)
         )
-        self.producer = kafka.loop_producer(settings, self.group_id, "trustplane-notary")
+        self.producer = kafka.loop_producer(settings, self.group_id, self.group_id)
         self.loop = TransactionalLoop(
             self.consumer,
             self.producer,
@@ -192,9 +193,9 @@ class NotaryService:
         """Every committed record of partition 0 of ``topic`` (or about its last ``tail``)."""
         consumer = kafka.consumer(
             self.settings,
-            f"{self.group_id}-restore",
+            names.notary_restore(self.settings),
             {
-                "client.id": "trustplane-notary-restore",
+                "client.id": names.notary_restore(self.settings),
                 "enable.partition.eof": True,
                 "max.partition.fetch.bytes": MAX_MESSAGE_BYTES + 1024,
             },

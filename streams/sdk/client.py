@@ -19,7 +19,7 @@ from confluent_kafka import KafkaException, TopicPartition
 from processors.crypto.keys import SigningKey
 from processors.exceptions import TrustplaneError
 from processors.layers.identity import sign_intent
-from streams import kafka
+from streams import kafka, names
 from streams.codec import Codec, DecodeError, default_codec
 from streams.sdk.config import Endpoint
 from streams.sdk.publish import Publisher, PublishError
@@ -136,7 +136,7 @@ class OutcomeReader:
         self._logical = {config.topic(t): t for t in topics}
         self.consumer = kafka.consumer(
             config,
-            group_id or f"trustplane-reader-{uuid.uuid4().hex[:8]}",
+            group_id or names.reader_group(config),
             {
                 # a named group remembers where it stopped; an anonymous one reads anew
                 "enable.auto.commit": group_id is not None,

@@ -35,7 +35,7 @@ them (an execution reported without a valid approval raises an alert downstream)
 Single use
 ----------
 The executors of one deployment share one consumer group (``group_id``, by default
-``trustplane-executor``; on a secured cluster the broker lets the executor principal use
+``trustplane.executor``; on a secured cluster the broker lets the executor principal use
 that group only). For each record, :class:`ApprovalConsumer`
 
 * commits the record's offset to the group, synchronously, *before* it verifies the
@@ -110,7 +110,7 @@ from processors.approval.verify import (
 )
 from processors.crypto.keys import KeyEntry, Keyset
 from processors.records import derived_id
-from streams import kafka
+from streams import kafka, names
 from streams.codec import Codec, DecodeError, EncodeError, default_codec
 from streams.sdk.config import ClientConfig, Endpoint
 from streams.sdk.publish import ProducerLike, Publisher, PublishError
@@ -151,7 +151,7 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 OutcomeStatus = Literal["EXECUTED", "FAILED"]
-DEFAULT_EXECUTOR_GROUP = "trustplane-executor"
+DEFAULT_EXECUTOR_GROUP = names.DEFAULT_EXECUTOR_GROUP  # stands for <root>.executor
 
 
 class ApprovalRecordError(ApprovalVerificationError):
@@ -344,11 +344,11 @@ class ApprovalConsumer:
             else int(getattr(config, "max_clock_skew_ms", DEFAULT_MAX_SKEW_MS))
         )
         self.topic = config.topic("approved")
-        self.group_id = group_id
+        self.group_id = names.executor_group(config, group_id)
         self._stop = threading.Event()
         self.consumer: _Consumer = consumer or kafka.consumer(
             config,
-            group_id,
+            self.group_id,
             {
                 # each record is committed by hand, synchronously, before it is handed out;
                 # "Single use" above holds for the classic group protocol

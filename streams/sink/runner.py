@@ -21,7 +21,7 @@ from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 from processors.records import SourcePosition, rejection_record
 from sinks.base import MappingError, Sink, SinkError
 from sinks.clickhouse import TOPIC_RECORDS, checkpoint_from_note, map_record
-from streams import kafka
+from streams import kafka, names
 from streams.codec import Codec, DecodeError, default_codec
 from streams.config import Settings
 from streams.gatekeys import GateKeys, gate_jwks_path
@@ -63,7 +63,7 @@ class SinkRunner:
         self.fault_exit_after_flushes = fault_exit_after_flushes
         worker = settings.resolved_worker_id()
         self.sink_id = f"sink-{worker}"
-        self.group_id = f"{settings.group_id}-sink"
+        self.group_id = names.sink_group(settings)
         self._logical = {settings.topic(name): name for name in SINK_TOPICS}
         self._rejected_topic = settings.topic("rejected")
         self._backoff = 0.0
@@ -77,12 +77,12 @@ class SinkRunner:
         self.last_error: str | None = None
         # a static member that rejoins gets its cached assignment back, even with a new
         # subscription: name the subscription so a change makes a new member
-        member = f"{self.group_id}-{worker}-{_subscription_tag(self._logical)}"
-        client_id = f"trustplane-{self.sink_id}"
+        member = names.sink_member(settings, worker, _subscription_tag(self._logical))
+        client_id = names.sink_worker(settings, worker)
         self.consumer = kafka.loop_consumer(settings, self.group_id, member, client_id)
         self.producer = kafka.loop_producer(
             settings,
-            f"{self.group_id}-{worker}",
+            names.sink_worker(settings, worker),
             client_id,
             {"transaction.timeout.ms": 60000, "linger.ms": 5, "compression.type": "none"},
         )

@@ -39,6 +39,7 @@ def run_sink(
     ``on_start`` gets the :class:`RunningSink` once everything is up (call
     ``running.runner.stop()`` from a signal handler to stop).
     """
+    settings = settings.for_role("sink")  # its Kafka principal, unless configured
     ensure_topics(settings, SINK_TOPICS)
     ensure_notary_topics(settings)  # checkpoints: one partition, kept forever
     sink = build_sink(config)

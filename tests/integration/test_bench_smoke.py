@@ -20,8 +20,12 @@ def test_quick_bench_completes_and_writes_its_results(
     settings_factory: Callable[..., Settings],
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     settings = settings_factory()
+    # the bench's clients and workers on the test broker: its admin (the test's settings
+    # factory already points TRUSTPLANE_KAFKA_CREDENTIALS_DIR at the passwords)
+    monkeypatch.setenv("TRUSTPLANE_KAFKA_PRINCIPAL", "admin")
     output = tmp_path / "results"
     code = bench_main(
         [

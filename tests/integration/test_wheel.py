@@ -30,7 +30,9 @@ from streams.sdk.executor import (
     ApprovalConsumer, InMemorySeenStore, Keyset, OutcomeReporter, VerifiedApproval,
 )
 
-config = ClientConfig.load()  # TRUSTPLANE_BOOTSTRAP_SERVERS, TRUSTPLANE_TOPIC_PREFIX
+# TRUSTPLANE_BOOTSTRAP_SERVERS, _TOPIC_PREFIX, _GROUP_ID, _KAFKA_CREDENTIALS_DIR; one
+# Kafka principal per role, as the broker's ACLs want: the agent only writes intents
+agent, reader, executor = (ClientConfig.load(username=r) for r in ("agent", "console", "executor"))
 key = load_private_key(Path(os.environ["AGENT_KEY"]))
 intent = new_intent(
     "billing-agent", "invoices.read", "invoice:wheel", sequence=int(os.environ["SEQUENCE"]),
@@ -38,12 +40,12 @@ intent = new_intent(
 )
 
 # the agent: publish the signed intent, await its outcome
-with OutcomeReader(config) as reader:
-    with IntentPublisher(config) as publisher:
+with OutcomeReader(reader) as outcomes_in:
+    with IntentPublisher(agent) as publisher:
         publisher.publish(intent)
     outcome, deadline = None, time.monotonic() + 60
     while outcome is None and time.monotonic() < deadline:
-        for received in reader.read(timeout=1.0):
+        for received in outcomes_in.read(timeout=1.0):
             if received.record and received.record.get("intent_id") == intent["intent_id"]:
                 outcome = received
 assert outcome is not None, "no outcome within 60 s"
@@ -52,7 +54,8 @@ assert outcome.topic == "approved", (outcome.topic, outcome.record.get("reasons"
 # the executor: consume the approval, verify it against the gate's JWKS, mark it used, report
 keyset = Keyset.from_file(Path(os.environ["APPROVAL_JWKS"]))
 verified = None
-with ApprovalConsumer(config, keyset, InMemorySeenStore(), group_id="wheel-executor") as approvals:
+group = os.environ["TRUSTPLANE_GROUP_ID"] + ".executor.wheel"
+with ApprovalConsumer(executor, keyset, InMemorySeenStore(), group_id=group) as approvals:
     for result in approvals.read(idle_s=20):
         assert isinstance(result, VerifiedApproval), result.reason
         if result.intent_id == intent["intent_id"]:
@@ -60,7 +63,7 @@ with ApprovalConsumer(config, keyset, InMemorySeenStore(), group_id="wheel-execu
             break
 assert verified is not None, "the approval was not consumed"
 verified.check_parameters(intent["parameters"])
-with OutcomeReporter(config) as outcomes:
+with OutcomeReporter(executor) as outcomes:
     outcomes.report(verified, "EXECUTED", "invoice read", "wheel-executor")
 
 import streams
@@ -131,6 +134,8 @@ def test_an_installed_agent_and_executor_work_with_the_real_gate(
         "HOME": str(tmp_path),
         "TRUSTPLANE_BOOTSTRAP_SERVERS": settings.bootstrap_servers,
         "TRUSTPLANE_TOPIC_PREFIX": settings.topic_prefix,
+        "TRUSTPLANE_GROUP_ID": settings.group_id,
+        "TRUSTPLANE_KAFKA_CREDENTIALS_DIR": str(settings.resolved_kafka_credentials_dir),
         "AGENT_KEY": str(keys / "agents" / "billing-agent.pem"),
         "SEQUENCE": str(estate.next_sequence("billing-agent")),
         "RUNTIME": json.dumps(DEMO_AGENTS["billing-agent"].runtime()),

@@ -9,6 +9,7 @@ import pytest
 
 from processors.exceptions import ConfigError
 from streams.config import PROJECT_ROOT, Settings
+from streams.sdk.config import ClientConfig
 
 
 def write_config(tmp_path: Path, text: str, name: str = "trustplane.toml") -> Path:
@@ -33,7 +34,7 @@ def test_defaults() -> None:
     assert s.bootstrap_servers == ""
     assert s.topic_prefix == ""
     assert s.partitions == 4
-    assert s.group_id == "trustplane-gate"
+    assert s.group_id == "trustplane"
     assert s.worker_id == ""
     assert s.state_dir == PROJECT_ROOT / ".state"
     assert s.anomaly_config_path == PROJECT_ROOT / "policies" / "anomaly.toml"
@@ -72,7 +73,7 @@ max_intent_bytes = 65536
     assert s.max_intent_bytes == 65536
     assert s.extra == {"security.protocol": "SASL_SSL"}
     # Settings not in the file keep their defaults.
-    assert s.group_id == "trustplane-gate"
+    assert s.group_id == "trustplane"
     assert s.web_port == 6066
 
 
@@ -260,6 +261,18 @@ def test_resolved_worker_id() -> None:
     assert Settings().resolved_worker_id()  # the host name
 
 
+def test_a_host_name_with_dots_becomes_a_valid_worker_id(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("socket.gethostname", lambda: "gate-1.eu.example")
+    assert Settings().resolved_worker_id() == "gate-1-eu-example"
+
+
+@pytest.mark.parametrize("name", ["worker_id", "group_id", "kafka_principal"])
+@pytest.mark.parametrize("value", ["a.b", "a b", "a/b", "é"])
+def test_names_that_would_cross_an_acl_prefix_are_refused(name: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=f"{name} may only contain letters, digits"):
+        Settings(**{name: value})
+
+
 def test_settings_are_frozen() -> None:
     s = Settings()
     with pytest.raises(AttributeError):
@@ -297,3 +310,116 @@ def test_extra_key_in_the_file_is_refused(tmp_path: Path) -> None:
     path = write_config(tmp_path, '[trustplane]\nbootstrap_servers = "b:1"\nextra = "x"\n')
     with pytest.raises(ConfigError, match="extra"):
         Settings.load(path, environ={})
+
+
+# --- who the process is to Kafka ----------------------------------------------------
+
+
+def write_password(directory: Path, user: str, password: str) -> Path:
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / user
+    path.write_text(password + "\n")
+    return path
+
+
+def test_a_principal_and_its_password_file_make_the_sasl_settings(tmp_path: Path) -> None:
+    write_password(tmp_path / "creds", "gate", "gate-secret")
+    s = Settings.load(
+        environ={
+            "TRUSTPLANE_BOOTSTRAP_SERVERS": "b:9092",
+            "TRUSTPLANE_KAFKA_PRINCIPAL": "gate",
+            "TRUSTPLANE_KAFKA_CREDENTIALS_DIR": str(tmp_path / "creds"),
+        }
+    )
+    assert (s.kafka_principal, s.extra) == ("gate", {})  # settings, not librdkafka's
+    assert s.kafka_config() == {
+        "bootstrap.servers": "b:9092",
+        "security.protocol": "SASL_PLAINTEXT",
+        "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.username": "gate",
+        "sasl.password": "gate-secret",
+    }
+    assert "gate-secret" not in repr(s)
+
+
+def test_a_password_file_names_the_file_directly(tmp_path: Path) -> None:
+    path = write_password(tmp_path, "elsewhere", "pw")
+    s = Settings.load(
+        environ={
+            "TRUSTPLANE_BOOTSTRAP_SERVERS": "b:9092",
+            "TRUSTPLANE_KAFKA_PRINCIPAL": "sink",
+            "TRUSTPLANE_KAFKA_PASSWORD_FILE": str(path),
+        }
+    )
+    assert s.kafka_config()["sasl.password"] == "pw"
+    client = s.client_config()
+    assert (client.username, client.password.get(), client.group_id) == ("sink", "pw", "trustplane")
+
+
+def test_a_missing_password_file_says_how_to_create_it(tmp_path: Path) -> None:
+    s = Settings(bootstrap_servers="b:9092", kafka_principal="gate", state_dir=tmp_path)
+    with pytest.raises(
+        ConfigError, match=r"password file of Kafka user 'gate' .* does not"
+    ) as caught:
+        s.kafka_config()
+    assert "trustplane kafka up" in caught.value.diagnostics()
+
+
+def test_a_service_declares_its_role_unless_a_principal_is_configured(tmp_path: Path) -> None:
+    s = Settings(state_dir=tmp_path)
+    assert s.for_role("gate").kafka_principal == "gate"
+    assert Settings(kafka_principal="admin").for_role("gate").kafka_principal == "admin"
+    given = Settings(extra={"sasl.username": "svc-gate", "sasl.password": "p"})
+    assert given.for_role("gate") is given
+    assert given.resolved_kafka_principal() == "svc-gate"
+    admin = given.as_principal("admin")  # whatever is configured
+    assert admin.resolved_kafka_principal() == "admin"
+    assert "sasl.username" not in admin.extra
+
+
+def test_without_a_principal_the_cli_is_operator_on_the_local_broker(tmp_path: Path) -> None:
+    s = Settings(bootstrap_servers="b:9092", state_dir=tmp_path)
+    assert s.resolved_kafka_principal() == ""  # no local credentials: no SASL
+    assert s.kafka_config() == {"bootstrap.servers": "b:9092"}
+    write_password(tmp_path / "kafka" / "credentials", "operator", "op")
+    assert s.resolved_kafka_principal() == "operator"
+    assert s.kafka_config()["sasl.username"] == "operator"
+    plain = Settings(
+        bootstrap_servers="b:9092", state_dir=tmp_path, extra={"security.protocol": "PLAINTEXT"}
+    )
+    assert "sasl.username" not in plain.kafka_config()
+
+
+def test_librdkafka_credentials_win_over_the_principal(tmp_path: Path) -> None:
+    write_password(tmp_path / "kafka" / "credentials", "operator", "op")
+    s = Settings(
+        bootstrap_servers="b:9092",
+        state_dir=tmp_path,
+        extra={"security.protocol": "SASL_SSL", "sasl.username": "u", "sasl.password": "p"},
+    )
+    config = s.kafka_config()
+    assert (config["sasl.username"], config["sasl.password"]) == ("u", "p")
+    assert config["security.protocol"] == "SASL_SSL"
+
+
+def test_the_sdk_config_reads_the_same_variables(tmp_path: Path) -> None:
+    write_password(tmp_path, "agent", "agent-pw")
+    config = ClientConfig.load(
+        environ={
+            "TRUSTPLANE_BOOTSTRAP_SERVERS": "b:9092",
+            "TRUSTPLANE_KAFKA_PRINCIPAL": "agent",
+            "TRUSTPLANE_KAFKA_CREDENTIALS_DIR": str(tmp_path),
+            "TRUSTPLANE_GROUP_ID": "estate",
+        }
+    )
+    assert config.extra == {}
+    assert config.group_id == "estate"
+    assert config.kafka_config() == {
+        "bootstrap.servers": "b:9092",
+        "security.protocol": "SASL_PLAINTEXT",
+        "sasl.mechanism": "SCRAM-SHA-512",
+        "sasl.username": "agent",
+        "sasl.password": "agent-pw",
+    }
+    local = ClientConfig.local("agent", bootstrap_servers="b:9092", state_dir=tmp_path / "st")
+    assert local.password_file == tmp_path / "st" / "kafka" / "credentials" / "agent"

@@ -1,4 +1,5 @@
-"""The shared transactional loop, without a broker: what commits, what is read again."""
+"""The shared transactional loop and the client factory, without a broker: what commits,
+what is read again, and what an authorization error tells the operator."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-from processors.exceptions import TrustplaneError
-from streams.kafka import Record, RetryBatch, TransactionalLoop, UpToDeadline
+from processors.exceptions import ConfigError, TrustplaneError
+from streams import kafka
+from streams.kafka import Record, RetryBatch, TransactionalLoop, UpToDeadline, explain_denied
+from streams.sdk.config import ClientConfig, Secret
 
 
 class LoopError(TrustplaneError):
@@ -153,3 +156,170 @@ def test_a_fenced_loop_stops_with_its_own_error():
         loop.run_once()
     assert raised.value.hint == "another one took over"
     assert producer.aborts == 0
+
+
+# -- authorization errors say which ACL is missing -----------------------------------
+
+
+@pytest.mark.parametrize(
+    ("code", "names", "expected"),
+    [
+        (29, {"topic": "t.approved"}, "lacks a TOPIC ACL on topic t.approved"),
+        (30, {"group": "r.gate"}, "lacks GROUP READ on consumer group r.gate"),
+        (53, {"transactional_id": "r.notary"}, "lacks TRANSACTIONAL_ID WRITE on transactional"),
+        (31, {}, "An idempotent producer needs WRITE on some topic"),
+    ],
+)
+def test_an_authorization_error_names_the_missing_acl(
+    code: int, names: dict[str, str], expected: str
+) -> None:
+    text = explain_denied(KafkaError(code, "Broker: denied"), principal="agent", **names)
+    assert text is not None
+    assert "principal User:agent" in text and expected in text
+    assert "trustplane kafka provision" in text or code == 31
+
+
+def test_other_errors_are_not_authorization_errors() -> None:
+    assert explain_denied(KafkaError(KafkaError._TIMED_OUT, "slow")) is None
+    assert explain_denied(KafkaException(KafkaError(KafkaError._FENCED, "x"))) is None
+    assert explain_denied(None) is None
+
+
+class DeniedStart(FakeProducer):
+    principal = "gate"
+    transactional_id = "root.notary"
+
+    def init_transactions(self, timeout: float) -> None:
+        raise KafkaException(KafkaError(53, "Transactional Id authorization failed", fatal=True))
+
+
+def test_a_loop_that_may_not_use_its_transactional_id_says_so_at_start() -> None:
+    consumer = FakeConsumer([])
+    loop = TransactionalLoop(
+        consumer,  # type: ignore[arg-type]
+        DeniedStart(consumer, []),  # type: ignore[arg-type]
+        name="notary",
+        error=LoopError,
+        fenced_hint="",
+        batches=UpToDeadline(max_records=1, max_ms=1),
+        on_batch=lambda batch: None,
+    )
+    with pytest.raises(LoopError, match="User:gate lacks TRANSACTIONAL_ID WRITE on "
+                       "transactional id root.notary"):  # fmt: skip
+        loop.start()
+
+
+class TopicMessage(FakeMessage):
+    def topic(self) -> str:
+        return "t.approved"
+
+
+class DeniedTopic(FakeProducer):
+    """The broker refuses every record (no WRITE on the topic): the delivery report has
+    29, and the commit fails with an abortable error."""
+
+    principal = "agent"
+
+    def produce(self, topic: str, **kwargs: Any) -> None:
+        super().produce(topic, **kwargs)
+        self.delivery = kwargs["on_delivery"]
+
+    def commit_transaction(self) -> None:
+        self.delivery(KafkaError(29, "Broker: Topic authorization failed"), TopicMessage(0))
+        raise KafkaException(KafkaError(KafkaError._INCONSISTENT, "1 message(s) failed"))
+
+
+def test_a_refused_write_stops_the_loop_and_names_the_topic() -> None:
+    consumer = FakeConsumer([0])
+    producer = DeniedTopic(consumer, [])
+    loop = TransactionalLoop(
+        consumer,  # type: ignore[arg-type]
+        producer,  # type: ignore[arg-type]
+        name="worker",
+        error=LoopError,
+        fenced_hint="",
+        batches=UpToDeadline(max_records=1, max_ms=50),
+        on_batch=lambda batch: [Record("t.approved", None, b"x")],
+    )
+    with pytest.raises(LoopError, match="User:agent lacks a TOPIC ACL on topic t.approved"):
+        loop.run_once()
+    assert producer.aborts == 1 and producer.committed == []
+
+
+class DeniedGroupMessage(FakeMessage):
+    def error(self) -> KafkaError:  # type: ignore[override]
+        return KafkaError(30, "FindCoordinator response error: Group authorization failed.")
+
+
+def test_a_consumer_refused_its_group_stops_the_loop_and_names_the_group() -> None:
+    consumer = FakeConsumer([])
+    consumer.queue = [DeniedGroupMessage(0)]
+    consumer.principal = "sink"  # type: ignore[attr-defined]
+    consumer.group_id = "root.gate"  # type: ignore[attr-defined]
+    loop = TransactionalLoop(
+        consumer,  # type: ignore[arg-type]
+        FakeProducer(consumer, []),  # type: ignore[arg-type]
+        name="sink",
+        error=LoopError,
+        fenced_hint="",
+        batches=UpToDeadline(max_records=1, max_ms=50),
+        on_batch=lambda batch: None,
+    )
+    with pytest.raises(LoopError, match="User:sink lacks GROUP READ on consumer group root.gate"):
+        loop.run_once()
+
+
+def test_a_read_only_principal_gets_no_producer() -> None:
+    console = ClientConfig("127.0.0.1:9", username="console", password=Secret("p"))
+    with pytest.raises(ConfigError, match="'console' is read-only and may not produce"):
+        kafka.producer(console)
+
+
+def test_faust_gets_the_same_credentials() -> None:
+    assert kafka.faust_credentials(ClientConfig("127.0.0.1:9")) is None
+    gate = ClientConfig("127.0.0.1:9", username="gate", password=Secret("gate-pw"))
+    credentials = kafka.faust_credentials(gate)
+    assert (credentials.username, credentials.password) == ("gate", "gate-pw")
+    assert credentials.mechanism.name == "SCRAM_SHA_512"
+    assert credentials.protocol.name == "SASL_PLAINTEXT"
+
+
+def test_the_factorys_clients_know_who_they_are() -> None:
+    endpoint = ClientConfig("127.0.0.1:9", username="gate", password=Secret("p"))
+    consumer = kafka.consumer(endpoint, "root.gate.state-restore")
+    producer = kafka.transactional_producer(endpoint, "root.gate.w1")
+    try:
+        group = kafka.explain_client_error(consumer, KafkaError(30, "Group authorization failed"))
+        txn = kafka.explain_client_error(producer, KafkaError(53, "denied"))
+    finally:
+        consumer.close()
+    assert (
+        group is not None
+        and "User:gate lacks GROUP READ on consumer group root.gate.state-restore" in group
+    )
+    assert txn is not None and "TRANSACTIONAL_ID WRITE on transactional id root.gate.w1" in txn
+
+
+class DeniedOffsets(FakeProducer):
+    principal = "sink"
+
+    def send_offsets_to_transaction(self, offsets: list[TopicPartition], metadata: object) -> None:
+        raise KafkaException(KafkaError(30, "Group authorization failed"))
+
+
+def test_offsets_refused_in_a_transaction_name_the_consumers_group() -> None:
+    consumer = FakeConsumer([0])
+    consumer.group_id = "root.gate"  # type: ignore[attr-defined]
+    producer = DeniedOffsets(consumer, [])
+    loop = TransactionalLoop(
+        consumer,  # type: ignore[arg-type]
+        producer,  # type: ignore[arg-type]
+        name="sink",
+        error=LoopError,
+        fenced_hint="",
+        batches=UpToDeadline(max_records=1, max_ms=50),
+        on_batch=lambda batch: [Record("out", None, b"x")],
+    )
+    with pytest.raises(LoopError, match="User:sink lacks GROUP READ on consumer group root.gate"):
+        loop.run_once()
+    assert producer.aborts == 1

@@ -2,7 +2,8 @@
 
 Everything but the last test runs without Java: it checks the files the launcher writes,
 its choice of ports, its diagnostics and that it never signals a process that is not its
-broker. ``test_up_status_topic_down`` really starts a broker (``-m broker``, ~10 s).
+broker. ``test_up_status_topic_down`` really starts a broker (``-m broker``, ~10 s): with
+SASL/SCRAM on, ``admin`` gets in, nobody else does.
 """
 
 from __future__ import annotations
@@ -18,18 +19,21 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import NewTopic  # type: ignore[attr-defined]  # documented path, stub lacks __all__
 
 from streams import kafka as kafka_clients
 from streams.config import PROJECT_ROOT
 from streams.dev.localkafka import (
     BrokerError,
+    LegacyBrokerError,
     LocalKafka,
     free_ports,
     port_is_free,
     random_cluster_id,
     render_server_properties,
 )
+from streams.sdk.config import ClientConfig, Secret
 
 
 def _properties(text: str) -> dict[str, str]:
@@ -69,12 +73,12 @@ def sleeper() -> Iterator[subprocess.Popen[bytes]]:
 
 
 def test_server_properties_single_node_kraft(tmp_path: Path) -> None:
-    props = _properties(render_server_properties(9192, 9193, tmp_path / "data"))
+    props = _properties(render_server_properties(9192, 9193, tmp_path / "data", Secret("pw")))
 
     assert props["process.roles"] == "broker,controller"
     assert props["controller.quorum.voters"] == "1@127.0.0.1:9193"
-    assert props["listeners"] == "PLAINTEXT://127.0.0.1:9192,CONTROLLER://127.0.0.1:9193"
-    assert props["advertised.listeners"] == "PLAINTEXT://127.0.0.1:9192"
+    assert props["listeners"] == "SASL_PLAINTEXT://127.0.0.1:9192,CONTROLLER://127.0.0.1:9193"
+    assert props["advertised.listeners"] == "SASL_PLAINTEXT://127.0.0.1:9192"
     assert props["log.dirs"] == str(tmp_path / "data")
     assert props["auto.create.topics.enable"] == "false"
     assert int(props["message.max.bytes"]) >= 5 * 1024 * 1024 + 1024  # the poison record
@@ -82,6 +86,41 @@ def test_server_properties_single_node_kraft(tmp_path: Path) -> None:
     assert props["transaction.max.timeout.ms"] == "900000"
     assert props["offsets.topic.replication.factor"] == "1"
     assert props["transaction.state.log.min.isr"] == "1"
+
+
+def test_server_properties_authenticate_both_listeners_and_enforce_acls(tmp_path: Path) -> None:
+    props = _properties(render_server_properties(9192, 9193, tmp_path / "data", Secret("pw")))
+
+    # no PLAINTEXT listener at all: not even the controller's (it would take CreateAcls)
+    assert props["listener.security.protocol.map"] == (
+        "CONTROLLER:SASL_PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT"
+    )
+    assert "PLAINTEXT://" not in props["listeners"].replace("SASL_PLAINTEXT://", "")
+    assert props["inter.broker.listener.name"] == "SASL_PLAINTEXT"
+    assert props["sasl.enabled.mechanisms"] == "SCRAM-SHA-512"
+    assert props["sasl.mechanism.controller.protocol"] == "SCRAM-SHA-512"
+    assert props["listener.name.controller.sasl.enabled.mechanisms"] == "SCRAM-SHA-512"
+    for listener in ("sasl_plaintext", "controller"):
+        login = props[f"listener.name.{listener}.scram-sha-512.sasl.jaas.config"]
+        assert 'username="broker" password="pw";' in login
+    assert props["authorizer.class.name"].endswith("StandardAuthorizer")
+    assert props["allow.everyone.if.no.acl.found"] == "false"
+    assert props["super.users"] == "User:broker;User:admin"
+
+
+def test_a_broker_formatted_without_authentication_is_explained(tmp_path: Path) -> None:
+    kafka = LocalKafka(tmp_path)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "meta.properties").write_text("version=1\n")  # an older `up`
+
+    assert kafka.is_legacy()
+    assert kafka.status() is None
+    with pytest.raises(LegacyBrokerError, match="formatted without authentication") as caught:
+        kafka.up()
+    assert "trustplane kafka reset" in caught.value.diagnostics()
+
+    kafka.reset()  # a throwaway dev broker: its data goes, the next `up` formats anew
+    assert not kafka.is_legacy()
 
 
 def test_free_ports_are_distinct_and_bindable() -> None:
@@ -274,11 +313,26 @@ def test_up_status_topic_down(tmp_path: Path) -> None:
         assert state["bootstrap"] == info.bootstrap and state["pid"] == info.pid
         assert any(message.startswith("broker ready in") for message in messages)
 
-        admin = kafka_clients.admin(kafka_clients.PlainEndpoint(info.bootstrap))
+        # the secrets are the owner's alone
+        assert kafka.properties_path.stat().st_mode & 0o777 == 0o600
+        assert kafka.credentials.directory.stat().st_mode & 0o777 == 0o700
+        for user in ("broker", "admin"):
+            assert kafka.credentials.path(user).stat().st_mode & 0o777 == 0o600
+        admin_password = kafka.credentials.read("admin").get()
+        assert admin_password not in kafka.properties_path.read_text()
+
+        admin = kafka_clients.admin(kafka.admin_endpoint(info.bootstrap))
         futures = admin.create_topics([NewTopic("launcher-check", num_partitions=4)])
         futures["launcher-check"].result(timeout=30)
         topic = admin.list_topics(timeout=10).topics["launcher-check"]
         assert len(topic.partitions) == 4
+
+        for stranger in (
+            kafka_clients.PlainEndpoint(info.bootstrap),  # no SASL at all
+            ClientConfig(info.bootstrap, username="admin", password=Secret("wrong")),
+        ):
+            with pytest.raises(KafkaException):
+                kafka_clients.admin(stranger, {"log_level": 0}).list_topics(timeout=3)
     finally:
         stopped = kafka.down()
 

@@ -507,7 +507,7 @@ def test_a_consumer_that_is_not_a_group_member_does_not_commit(
     result = next(consumer.read(idle_s=0))
     assert isinstance(result, VerificationFailure)
     assert isinstance(result.error, GroupClaimError)
-    assert "is not a member of group 'trustplane-executor'" in result.reason
+    assert "is not a member of group 'trustplane.executor'" in result.reason
     assert (result.partition, result.offset) == (0, 0)
     assert (
         result.claimed_approval_id == CODEC.decode(fake.log[0].value(), "Approval")["approval_id"]
@@ -616,7 +616,7 @@ def test_the_consumer_commits_by_hand_in_the_executor_group(
         group_id="payments-executors",
     )
     ApprovalConsumer(SETTINGS, keyset, None)
-    assert [group for group, _ in built] == ["payments-executors", "trustplane-executor"]
+    assert [group for group, _ in built] == ["payments-executors", "trustplane.executor"]
     for _, overrides in built:
         assert overrides["enable.auto.commit"] is False
         assert overrides["enable.auto.offset.store"] is False
