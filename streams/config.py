@@ -91,6 +91,9 @@ class Settings:
     outgrows memory. Either way the changelog topic is the truth."""
     max_cached_agents: int = 10_000
     """With ``state_store = "rocksdb"``: agents kept decoded in memory."""
+    policy_decision_cache: int = 10_000
+    """Cedar decisions remembered per policy bundle, keyed by exactly the request fields
+    the bundle's policies test (0 disables the cache). A new bundle starts an empty one."""
     layer_timeout_ms: int = 200
     """A layer that takes longer than this is an error verdict (and so a deny)."""
     transaction_max_records: int = 200
@@ -164,6 +167,10 @@ class Settings:
             raise ConfigError(f"partitions must be >= 1, got {self.partitions}")
         if self.max_intent_bytes < 1024:
             raise ConfigError(f"max_intent_bytes must be >= 1024, got {self.max_intent_bytes}")
+        if self.policy_decision_cache < 0:
+            raise ConfigError(
+                f"policy_decision_cache must be >= 0, got {self.policy_decision_cache}"
+            )
         if self.layer_timeout_ms < 1:
             raise ConfigError(f"layer_timeout_ms must be >= 1, got {self.layer_timeout_ms}")
         if self.transaction_max_records < 1 or self.transaction_max_ms < 1:

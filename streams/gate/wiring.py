@@ -73,7 +73,7 @@ def build_gate(
     signer = ApprovalSigner(keyring)
     if operator_keys is None:
         operator_keys = _load_operator_keys(settings)
-    policies = PolicyStore()
+    policies = PolicyStore(decision_cache=settings.policy_decision_cache)
     control = ControlState(
         operator_keys, policy_sink=policies.control_sink, gate_keys=keyring.public_keyset()
     )

@@ -44,9 +44,13 @@ failing ``forbid`` would otherwise let the request through) and the decision is 
 
 Speed: an engine decides each request on the subset of policies whose scope (principal,
 action) can match it - the same decision, since a policy with a false scope neither
-applies nor errors - and remembers the Cedar entities per (agent, roles, resource) and
-the decisions of the last few thousand distinct requests. ``bench/bench_policy.py``
-measures it.
+applies nor errors - remembers the Cedar entities per (agent, roles, resource), and
+caches up to ``DECISION_CACHE`` decisions keyed by what the bundle's policies can read
+of a request (its action, the agents and roles they name, the resource attributes and
+context values they read, and the shape of the rest; see :mod:`.projection`), so the
+many requests that differ only in values no policy reads share one Cedar evaluation.
+``decision_cache=0`` (on :class:`PolicyStore` or :func:`compile_bundle`) turns it off.
+``bench/bench_policy.py`` and ``bench/bench_policy_cache.py`` measure it.
 
 The package, one responsibility a module:
 
@@ -56,6 +60,9 @@ The package, one responsibility a module:
 - :mod:`.request` -- :class:`PolicyRequest` and :class:`PolicyDecision`;
 - :mod:`.encoding` -- entities and context values in Cedar's JSON form;
 - :mod:`.slicing` -- the subset of policies whose scope can match a request;
+- :mod:`.projection` -- decision-cache keys: what a bundle can observe of a request;
+- :mod:`.schema_shape` -- each action's declared context type, read from the schema;
+- :mod:`.cache` -- :class:`~.cache.DecisionCache`, a bounded LRU of decisions;
 - :mod:`.store` -- :class:`PolicyStore`, the active bundle, swapped by control commands;
 - :mod:`.check` -- :class:`PolicyCheck`, the layer;
 - :mod:`.cases` -- policy test tables (``*.cases.json``);

@@ -15,6 +15,8 @@ from cedarpy import pst
 from processors.layers.policy.bundle import PolicyBundle
 from processors.layers.policy.engine import DECISION_CACHE, PolicyEngine, PolicyInfo
 from processors.layers.policy.exceptions import PolicyBundleError
+from processors.layers.policy.projection import Projection, Unanalysable
+from processors.layers.policy.schema_shape import SchemaShapeError, context_shapes
 from processors.layers.policy.slicing import Slicer, action_parents_of
 from processors.timefmt import iso_seconds
 
@@ -52,6 +54,9 @@ def compile_bundle(
     slicing: bool = True,
 ) -> PolicyEngine:
     """Check a bundle and parse it once into a :class:`PolicyEngine`.
+
+    ``decision_cache`` is how many decisions the engine remembers (0: none); the keys
+    are derived from the bundle here (:mod:`.projection`).
 
     Raises :class:`PolicyBundleError` with the reason (Cedar's own words where Cedar
     refused) if the bundle is expired, too large, does not parse, has a policy without
@@ -120,7 +125,13 @@ def compile_bundle(
             f"the policies do not validate against the schema: {shown}{more}",
             hint="fix the policy or declare what it uses in the schema",
         )
-    slicer = Slicer(tree, action_parents_of(base)) if tree is not None and slicing else None
+    action_parents = action_parents_of(base)
+    slicer = Slicer(tree, action_parents) if tree is not None and slicing else None
+    projection = (
+        _projection(bundle, tree, action_parents, schema)
+        if tree is not None and decision_cache > 0
+        else None
+    )
     took = (time.perf_counter() - started) * 1000
     return PolicyEngine(
         bundle,
@@ -129,9 +140,25 @@ def compile_bundle(
         base,
         policies,
         slicer=slicer,
+        projection=projection,
         compile_ms=took,
         decision_cache=decision_cache,
     )
+
+
+def _projection(
+    bundle: PolicyBundle,
+    tree: pst.PolicySet,
+    action_parents: Mapping[str, list[str]],
+    schema: cedarpy.Schema,
+) -> Projection | None:
+    """The decision cache's keys for this bundle, or None (keys are then whole requests)
+    if its policies or schema use something the projection does not model."""
+    try:
+        contexts = context_shapes(str(schema))
+        return Projection(bundle.digest, tree, action_parents, contexts)
+    except (Unanalysable, SchemaShapeError, ValueError, RecursionError):
+        return None
 
 
 def _parse_schema(schema: str | Mapping[str, Any], text: str) -> cedarpy.Schema:

@@ -11,7 +11,7 @@ from typing import Any, Final
 
 from processors.layers.policy.request import resource_attributes
 
-__all__ = ["ValueProblem", "agent_entity", "resource_entity", "cedar_record"]
+__all__ = ["ValueProblem", "agent_entity", "resource_entity", "cedar_record", "decimal_text"]
 
 _DECIMAL_MAX: Final = Decimal("922337203685477.5807")
 _DECIMAL_MIN: Final = Decimal("-922337203685477.5808")
@@ -62,7 +62,7 @@ def _cedar_value(value: Any, path: str) -> Any:
             raise ValueProblem(f"{path} = {value}: Cedar numbers must be finite")
         value = Decimal(repr(value))
     if isinstance(value, Decimal):
-        return {"__extn": {"fn": "decimal", "arg": _decimal_text(value, path)}}
+        return {"__extn": {"fn": "decimal", "arg": decimal_text(value, path)}}
     if isinstance(value, Mapping):
         return cedar_record(value, path)
     if isinstance(value, (list, tuple, set, frozenset)):
@@ -70,7 +70,8 @@ def _cedar_value(value: Any, path: str) -> Any:
     raise ValueProblem(f"{path} is a {type(value).__name__}, which Cedar has no type for")
 
 
-def _decimal_text(value: Decimal, path: str) -> str:
+def decimal_text(value: Decimal, path: str) -> str:
+    """The text of a Cedar ``decimal`` (``"1250.0"``), or :class:`ValueProblem`."""
     if not value.is_finite():
         raise ValueProblem(f"{path} = {value}: Cedar numbers must be finite")
     if not _DECIMAL_MIN <= value <= _DECIMAL_MAX:

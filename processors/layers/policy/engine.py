@@ -1,21 +1,23 @@
 """A compiled bundle: :class:`PolicyEngine` decides requests with Cedar.
 
 It decides each request on the subset of policies whose scope can match it
-(:mod:`.slicing`), and remembers the Cedar entities per (agent, roles, resource) and the
-decisions of the last few thousand distinct requests.
+(:mod:`.slicing`), remembers the Cedar entities per (agent, roles, resource), and caches
+decisions (:mod:`.cache`) under keys that keep only what the bundle can tell apart
+(:mod:`.projection`), so that requests differing only in what no policy reads share one.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Mapping
+from collections.abc import Hashable, Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import cedarpy
 
 from processors.layers.policy.bundle import PolicyBundle
+from processors.layers.policy.cache import CacheStats, DecisionCache
 from processors.layers.policy.encoding import (
     ValueProblem,
     agent_entity,
@@ -23,16 +25,19 @@ from processors.layers.policy.encoding import (
     resource_entity,
 )
 from processors.layers.policy.exceptions import PolicyEvaluationError
+from processors.layers.policy.projection import Projection, exact_key
 from processors.layers.policy.request import PolicyDecision, PolicyRequest
 from processors.layers.policy.slicing import Slicer
 
 __all__ = ["DECISION_CACHE", "PolicyEngine", "PolicyInfo"]
 
-DECISION_CACHE: Final = 8192
-"""Distinct requests whose decisions an engine remembers (0 turns the cache off)."""
+DECISION_CACHE: Final = 10_000
+"""Decisions an engine remembers (0 turns the decision cache off)."""
 _MAX_ERROR_CHARS: Final = 600
 _ENTITY_CACHE: Final = 4096
-_CACHEABLE_CONTEXT: Final = 2048
+_CACHEABLE_REQUEST: Final = 4096
+"""Requests with more characters of context, agent id and resource are decided, not
+cached: big ones would make the cache a memory sink."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +65,7 @@ class PolicyEngine:
         policies: Mapping[str, PolicyInfo],
         *,
         slicer: Slicer | None = None,
+        projection: Projection | None = None,
         compile_ms: float = 0.0,
         decision_cache: int = DECISION_CACHE,
     ) -> None:
@@ -80,7 +86,10 @@ class PolicyEngine:
         # a policy subset depends on the agent id only if some policy names that agent:
         # every other agent shares one cache entry per (roles, action)
         self._named_agents = slicer.named_agents() if slicer is not None else frozenset()
-        self._decide = functools.lru_cache(maxsize=decision_cache)(self._decide_uncached)
+        self._projection = projection
+        self._cache: DecisionCache[PolicyDecision] | None = (
+            DecisionCache(decision_cache) if decision_cache > 0 else None
+        )
 
     @property
     def policy_count(self) -> int:
@@ -94,33 +103,71 @@ class PolicyEngine:
         info = self.policies.get(policy_id)
         return info.reason if info else ""
 
+    @property
+    def decision_keys(self) -> str:
+        """How decisions are cached: ``projected`` (on what the policies read, see
+        :mod:`.projection`), ``exact`` (whole requests: the bundle could not be
+        analysed) or ``off``."""
+        if self._cache is None:
+            return "off"
+        return "exact" if self._projection is None else "projected"
+
     def authorize(self, request: PolicyRequest) -> PolicyDecision:
         """Decide one request. A request Cedar (or the schema) cannot accept is a deny
         with the reason in ``errors``; only a failure of Cedar itself raises
         :class:`PolicyEvaluationError`.
 
-        Decisions are memoised per engine (an LRU of the last few thousand distinct
-        requests): Cedar's answer depends only on the bundle and the request.
+        Decisions without errors are cached per engine (:attr:`decision_keys`): the
+        cached decision is the very one Cedar gave for an earlier request that agrees
+        with this one on everything the bundle can observe.
         """
         try:
-            context = json.dumps(cedar_record(request.context, "context"))
+            record = cedar_record(request.context, "context")
         except ValueProblem as exc:
             return PolicyDecision(False, (), (str(exc),))
-        key = (request.agent_id, tuple(request.roles), request.action, request.resource, context)
-        if len(context) > _CACHEABLE_CONTEXT:  # big requests would make the cache a memory sink
-            return self._decide_uncached(*key)
-        return self._decide(*key)
+        roles = tuple(request.roles)
+        cache = self._cache
+        key = None if cache is None else self._key(request, roles, record)
+        if cache is not None and key is not None:
+            cached = cache.get(key)
+            if cached is not None:
+                return cached
+        context = json.dumps(record)
+        decision = self._decide(request.agent_id, roles, request.action, request.resource, context)
+        if (
+            cache is not None
+            and key is not None
+            and not decision.errors
+            and len(context) + len(request.resource) + len(request.agent_id) <= _CACHEABLE_REQUEST
+        ):
+            cache.put(key, decision)
+        return decision
+
+    def decision_stats(self) -> CacheStats | None:
+        """Hits, misses and size of the decision cache (None when it is off)."""
+        return None if self._cache is None else self._cache.stats()
 
     def cache_info(self) -> str:
         """Hit/miss counts of the decision and entity caches (for benchmarks, metrics)."""
         return (
-            f"decisions {self._decide.cache_info()}; entities {self._entities.cache_info()}; "
-            f"policy slices {self._slices.cache_info()}"
+            f"decisions ({self.decision_keys}) {self.decision_stats()}; "
+            f"entities {self._entities.cache_info()}; policy slices {self._slices.cache_info()}"
         )
 
     # -- internals -------------------------------------------------------------
 
-    def _decide_uncached(
+    def _key(
+        self, request: PolicyRequest, roles: tuple[str, ...], record: Mapping[str, Any]
+    ) -> Hashable | None:
+        if self._projection is None:
+            return exact_key(
+                self.digest, request.agent_id, roles, request.action, request.resource, record
+            )
+        return self._projection.key(
+            request.agent_id, roles, request.action, request.resource, record
+        )
+
+    def _decide(
         self, agent_id: str, roles: tuple[str, ...], action: str, resource: str, context: str
     ) -> PolicyDecision:
         try:

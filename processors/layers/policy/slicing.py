@@ -18,7 +18,7 @@ from typing import Final
 import cedarpy
 from cedarpy import pst
 
-__all__ = ["Slicer", "action_parents_of"]
+__all__ = ["Slicer", "action_ancestors", "action_parents_of", "action_scope", "scope_admits"]
 
 _ANY_PRINCIPAL: Final = ("any", "")
 
@@ -37,8 +37,8 @@ class Slicer:
             if key is None:
                 continue  # its principal can never be an Agent
             self._buckets.setdefault(key, []).append(cedar_id)
-            self._actions[cedar_id] = _action_key(policy.action)
-        self._ancestors = _closure(action_parents)
+            self._actions[cedar_id] = action_scope(policy.action)
+        self._ancestors = action_ancestors(action_parents)
 
     def named_agents(self) -> frozenset[str]:
         """The agents some policy names in its principal scope."""
@@ -50,12 +50,7 @@ class Slicer:
         chosen: set[str] = set()
         for key in keys:
             for cedar_id in self._buckets.get(key, ()):
-                scope = self._actions[cedar_id]
-                if (
-                    scope is None
-                    or (scope[0] == "eq" and action in scope[1])
-                    or (scope[0] == "in" and not lineage.isdisjoint(scope[1]))
-                ):
+                if scope_admits(self._actions[cedar_id], action, lineage):
                     chosen.add(cedar_id)
         return sorted(chosen, key=self._order.__getitem__)
 
@@ -93,13 +88,25 @@ def _principal_key(scope: pst.PrincipalOrResourceConstraint) -> tuple[str, str] 
     return _ANY_PRINCIPAL
 
 
-def _action_key(scope: pst.ActionConstraint) -> tuple[str, frozenset[str]] | None:
+def action_scope(scope: pst.ActionConstraint) -> tuple[str, frozenset[str]] | None:
     """("eq", ids) or ("in", ids) for Action uids; None (any action) otherwise."""
     if isinstance(scope, pst.ActionEq) and _is_type(scope.entity.type, "Action"):
         return ("eq", frozenset((scope.entity.id,)))
     if isinstance(scope, pst.ActionIn) and all(_is_type(u.type, "Action") for u in scope.entities):
         return ("in", frozenset(u.id for u in scope.entities))
     return None
+
+
+def scope_admits(
+    scope: tuple[str, frozenset[str]] | None, action: str, lineage: frozenset[str] | set[str]
+) -> bool:
+    """Whether an action scope (:func:`action_scope`) can match ``action``, whose
+    ``lineage`` is itself and its ancestor groups."""
+    return (
+        scope is None
+        or (scope[0] == "eq" and action in scope[1])
+        or (scope[0] == "in" and not lineage.isdisjoint(scope[1]))
+    )
 
 
 def action_parents_of(base: cedarpy.Entities) -> dict[str, list[str]]:
@@ -114,7 +121,7 @@ def action_parents_of(base: cedarpy.Entities) -> dict[str, list[str]]:
     return parents
 
 
-def _closure(parents: Mapping[str, Sequence[str]]) -> dict[str, frozenset[str]]:
+def action_ancestors(parents: Mapping[str, Sequence[str]]) -> dict[str, frozenset[str]]:
     ancestors: dict[str, frozenset[str]] = {}
     for start in parents:
         seen: set[str] = set()

@@ -29,7 +29,11 @@ class _Clocked(Protocol):
 class PolicyStore:
     """The active compiled bundle. ``offer`` swaps it in atomically, or refuses and keeps
     the one in force. Publisher trust (the control command's signature) is checked by
-    whoever calls ``offer``, not here."""
+    whoever calls ``offer``, not here.
+
+    ``decision_cache`` is how many decisions each compiled bundle remembers (0 turns the
+    decision cache off); a new bundle starts with an empty cache.
+    """
 
     def __init__(
         self,
