@@ -1,8 +1,12 @@
 """Kafka-free reference points, measured in the bench process itself.
 
 * :func:`crypto_floor` -- one Ed25519 verify (of the intent's real signature over its
-  real signing message) plus one Ed25519 sign per intent: the least any gate that checks
-  identities and signs approvals must spend. CPU µs per intent.
+  real signing message) plus one Ed25519 sign per intent, with the very functions the
+  gate uses (libsodium through PyNaCl): the least any gate that checks identities and
+  signs approvals must spend. CPU µs per intent.
+* :func:`side_by_side` -- the gate in process, the crypto floor and the peer's signed
+  path (``bench/e2e/peer.py``), in interleaved rounds, so their ratios come from the
+  same minutes of a noisy machine.
 * :func:`gate_in_process` -- the full gate (:func:`streams.gate.wiring.build_gate`, every
   layer, approval signing, lineage, Avro) on the same pre-signed intents, with the
   estate applied to its control state directly and no Kafka at all; plus what the
@@ -15,6 +19,7 @@ from __future__ import annotations
 
 import cProfile
 import pstats
+import statistics
 import tempfile
 import time
 from dataclasses import dataclass
@@ -23,7 +28,7 @@ from typing import Any
 
 from bench.e2e.workload import BenchEstate, SignedIntents
 from processors.control import sign_command
-from processors.crypto.keys import generate_signing_key, load_private_key
+from processors.crypto.keys import generate_signing_key, load_private_key, verify_signature
 from processors.intent import Intent
 from processors.layers.identity import SIGNATURE_SIZE, signing_message_for
 from processors.layers.integrity import runtime_subject
@@ -35,7 +40,14 @@ from streams.dev.estate import BUNDLE_DIR, registration
 from streams.gate.wiring import GateParts, build_gate
 from streams.operator import ensure_local_keys
 
-__all__ = ["crypto_floor", "gate_in_process", "build_local_gate", "GateRun", "STAGES"]
+__all__ = [
+    "crypto_floor",
+    "gate_in_process",
+    "side_by_side",
+    "build_local_gate",
+    "GateRun",
+    "STAGES",
+]
 
 STAGES: dict[str, tuple[str, ...]] = {
     # stage -> (file suffix:function) entries whose cumulative time is the stage's
@@ -72,7 +84,7 @@ def crypto_floor(estate: BenchEstate, intents: SignedIntents, count: int = 2000)
     parsing and everything else is left out on purpose: this is the floor.
     """
     codec = default_codec()
-    gate_key = generate_signing_key().private_key
+    gate_key = generate_signing_key()
     public = {a.agent_id: a.key.private_key.public_key() for a in estate.agents}
     work: list[tuple[Any, bytes, bytes]] = []
     for key_bytes, value in list(zip(intents.keys, intents.values, strict=True))[:count]:
@@ -85,7 +97,7 @@ def crypto_floor(estate: BenchEstate, intents: SignedIntents, count: int = 2000)
     n = len(work)
     started = _cpu_us()
     for key, message, signature in work:
-        key.verify(signature, message)
+        verify_signature(key, signature, message)
     verify_us = _cpu_us() - started
     started = _cpu_us()
     for _, message, _ in work:
@@ -93,7 +105,7 @@ def crypto_floor(estate: BenchEstate, intents: SignedIntents, count: int = 2000)
     sign_us = _cpu_us() - started
     started = _cpu_us()
     for key, message, signature in work:
-        key.verify(signature, message)
+        verify_signature(key, signature, message)
         gate_key.sign(message)
     both_us = _cpu_us() - started
     return {
@@ -101,6 +113,7 @@ def crypto_floor(estate: BenchEstate, intents: SignedIntents, count: int = 2000)
         "verify_us": verify_us / n,
         "sign_us": sign_us / n,
         "cpu_us_per_intent": both_us / n,
+        "library": "libsodium (PyNaCl), as the gate",
     }
 
 
@@ -246,3 +259,60 @@ def _decide_all(
         decide_us += middle - began
         write_us += ended - middle
     return decide_us, write_us, state_bytes, profiler, outcomes
+
+
+def side_by_side(
+    estate: BenchEstate,
+    intents: SignedIntents,
+    *,
+    rounds: int = 3,
+    peer_actions: int = 2000,
+    log: Any = print,
+) -> dict[str, Any]:
+    """Rounds of (crypto floor, the gate in process, the peer's two paths), interleaved;
+    the medians and the ratios of the medians. The peer is skipped, with the reason, when
+    its package is not installed (``pip install -e '.[bench]'``)."""
+    from bench.e2e.peer import PeerUnavailable, peer_paths
+
+    floors: list[float] = []
+    gates: list[float] = []
+    peer_full: list[float] = []
+    peer_signed: list[float] = []
+    peer_info: dict[str, Any] = {}
+    peer_error = ""
+    for n in range(rounds):
+        floors.append(crypto_floor(estate, intents, min(len(intents), 2000))["cpu_us_per_intent"])
+        gates.append(gate_in_process(estate, intents, profile=False).cpu_us_per_intent)
+        if not peer_error:
+            try:
+                peer = peer_paths(count=peer_actions, rounds=1)
+            except PeerUnavailable as exc:
+                peer_error = str(exc)
+            else:
+                peer_full.append(float(peer["full_stack_us"]))
+                peer_signed.append(float(peer["signed_us"]))
+                peer_info = {k: peer[k] for k in ("package", "version") if k in peer}
+        log(
+            f"  round {n + 1}/{rounds}: floor {floors[-1]:.0f} µs, gate {gates[-1]:.0f} µs"
+            + (f", peer signed {peer_signed[-1]:.0f} µs" if peer_signed else "")
+        )
+    out: dict[str, Any] = {
+        "rounds": rounds,
+        "floor_us": statistics.median(floors),
+        "gate_us": statistics.median(gates),
+        "floor_rounds": floors,
+        "gate_rounds": gates,
+        "floor_ratio": statistics.median(gates) / statistics.median(floors),
+    }
+    if peer_signed:
+        out["peer"] = {
+            **peer_info,
+            "full_stack_us": statistics.median(peer_full),
+            "signed_us": statistics.median(peer_signed),
+            "full_stack_rounds": peer_full,
+            "signed_rounds": peer_signed,
+        }
+        out["peer_ratio"] = statistics.median(gates) / statistics.median(peer_signed)
+    else:
+        out["peer_error"] = peer_error
+    return out

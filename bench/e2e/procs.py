@@ -34,6 +34,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 
 from processors.exceptions import TrustplaneError
 from streams.config import Settings
+from streams.kafka import LOOP_PRODUCER_TUNING
 from streams.topics import MAX_MESSAGE_BYTES
 
 __all__ = [
@@ -394,7 +395,11 @@ def _collect(
     receipts: list[Receipt] = []
     samples: list[dict[str, Any]] = []
     while True:
-        for message in consumer.consume(1000, timeout=0.02):
+        # poll() returns as soon as a record is there; consume(n, timeout) would wait for
+        # n records or the whole timeout, adding up to that timeout to every latency
+        first = consumer.poll(0.02)
+        arrived = [] if first is None else [first, *consumer.consume(1000, timeout=0)]
+        for message in arrived:
             now = time.monotonic_ns()
             error = message.error()
             if error is not None:
@@ -488,15 +493,11 @@ def _baseline(
             "fetch.max.bytes": MAX_MESSAGE_BYTES * 2,
         }
     )
-    producer_config: dict[str, Any] = {
-        **kafka,
-        "linger.ms": 2,
-        "message.max.bytes": MAX_MESSAGE_BYTES + 1024,
-        "compression.type": "lz4",
-    }
+    producer_config: dict[str, Any] = {**kafka, **LOOP_PRODUCER_TUNING}
     if transactional:
         producer_config["transactional.id"] = f"{group}-1"
-        producer_config["transaction.timeout.ms"] = 30000
+    else:
+        del producer_config["transaction.timeout.ms"]
     producer = Producer(producer_config)
     if transactional:
         producer.init_transactions(30)

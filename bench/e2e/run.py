@@ -30,7 +30,7 @@ from typing import Any
 from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
-from bench.e2e.inproc import crypto_floor, gate_in_process
+from bench.e2e.inproc import crypto_floor, gate_in_process, side_by_side
 from bench.e2e.procs import (
     Baseline,
     BenchError,
@@ -62,8 +62,9 @@ class BenchConfig:
     mode: str = "full"
     agents: int = 1000
     partitions: int = 4
-    rates: tuple[float, ...] = (200.0, 500.0, 1000.0, 2000.0)
-    """Offered loads (intents/s) of the fixed-rate phases."""
+    rates: tuple[float, ...] = (20.0, 200.0, 500.0, 1000.0, 2000.0)
+    """Offered loads (intents/s) of the fixed-rate phases; the lowest is the idle latency
+    (each intent alone in the pipeline)."""
     phase_s: float = 8.0
     """Duration of each fixed-rate phase (the publishing part)."""
     overload_phase_s: float = 4.0
@@ -80,6 +81,10 @@ class BenchConfig:
     baseline_max: int = 20_000
     floor_intents: int = 2000
     inproc_intents: int = 3000
+    side_rounds: int = 3
+    """Interleaved rounds of floor, gate in process and the peer (their ratios)."""
+    peer_actions: int = 2000
+    """Actions per round of the peer's paths."""
     profile: bool = True
     profile_intents: int = 6_000
     profile_rate: float = 100.0
@@ -104,7 +109,7 @@ class BenchConfig:
         values: dict[str, Any] = {
             "mode": "quick",
             "agents": 60,
-            "rates": (200.0,),
+            "rates": (20.0, 200.0),
             "phase_s": 1.0,
             "max_intents": 200,
             "warmup": 60,
@@ -114,6 +119,8 @@ class BenchConfig:
             "baseline_max": 200,
             "floor_intents": 200,
             "inproc_intents": 200,
+            "side_rounds": 1,
+            "peer_actions": 200,
             "profile": False,
             "profile_intents": 300,
             "stall_s": 30.0,
@@ -662,6 +669,22 @@ def run_bench(config: BenchConfig, log: Log = print) -> dict[str, Any]:
         f"+ {inproc.state_write_us_per_intent:.0f} µs state write; outcomes {inproc.outcomes}"
     )
     result["gate_in_process"] = asdict(inproc)
+    log(f"side by side: gate in process, crypto floor, peer ({config.side_rounds} rounds)")
+    side = side_by_side(
+        estate,
+        intents.slice(0, config.inproc_intents),
+        rounds=config.side_rounds,
+        peer_actions=config.peer_actions,
+        log=log,
+    )
+    result["side_by_side"] = side
+    if "peer" in side:
+        log(
+            f"gate {side['gate_us']:.0f} µs = x{side['peer_ratio']:.2f} the peer's signed path "
+            f"({side['peer']['signed_us']:.0f} µs), x{side['floor_ratio']:.1f} the floor"
+        )
+    else:
+        log(f"peer not measured: {side['peer_error']}")
 
     broker = _broker(config, log)
     try:

@@ -36,6 +36,7 @@ Keys and signing are in :mod:`processors.approval.keyring` and
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -75,8 +76,14 @@ _INTENT_DIGEST = re.compile(r"^sha256:[0-9a-f]{64}$")
 
 def rfc3339_ms(ms: int) -> str:
     """RFC 3339 UTC with milliseconds, e.g. ``2023-11-14T22:13:20.000Z``."""
-    moment = _EPOCH + timedelta(milliseconds=ms)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    seconds, millis = divmod(ms, 1000)
+    return f"{_rfc3339_second(seconds)}.{millis:03d}Z"
+
+
+@functools.lru_cache(maxsize=1024)
+def _rfc3339_second(seconds: int) -> str:
+    """The text of a whole second (every approval issued in one second shares it)."""
+    return (_EPOCH + timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%S")
 
 
 def parameters_digest(parameters: Mapping[str, Any]) -> str:

@@ -255,8 +255,8 @@ class Gate:
         outputs = [outcome, *self.lineage_outputs(key, [event], now)]
         # count only once every record is built: a failure above ends in _deny_on_error
         for verdict in enforcement.verdicts:
-            self.metrics.verdicts.labels(verdict.layer, verdict.status.value).inc()
-        self.metrics.intents.labels(topic).inc()
+            self.metrics.count_verdict(verdict.layer, verdict.status.value)
+        self.metrics.count_intent(topic)
         self.metrics.lineage_events.inc()
         return outputs
 
@@ -290,7 +290,7 @@ class Gate:
             Output("denied", key, self.codec.encode("Decision", record)),
             *self.lineage_outputs(key, [event], now),
         ]
-        self.metrics.intents.labels("denied").inc()
+        self.metrics.count_intent("denied")
         self.metrics.lineage_events.inc()
         return outputs
 
@@ -313,7 +313,7 @@ class Gate:
             *self.lineage_outputs(lineage_key, [event], now),
         ]
         self.metrics.rejections.labels(code).inc()
-        self.metrics.intents.labels("rejected").inc()
+        self.metrics.count_intent("rejected")
         self.metrics.lineage_events.inc()
         return outputs
 

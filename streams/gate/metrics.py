@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 __all__ = ["GateMetrics", "LATENCY_BUCKETS_MS"]
@@ -65,3 +67,19 @@ class GateMetrics:
         self.assigned_partitions = Gauge(
             "trustplane_assigned_partitions", "Intent partitions this worker owns.", registry=r
         )
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    def count_verdict(self, layer: str, status: str) -> None:
+        """``verdicts{layer,status}`` + 1 (children are looked up once, not per intent:
+        ``labels()`` takes a lock and validates the values on every call)."""
+        self._child(self.verdicts, layer, status).inc()
+
+    def count_intent(self, outcome: str) -> None:
+        self._child(self.intents, outcome).inc()
+
+    def _child(self, metric: Any, *values: str) -> Any:
+        key = (metric, *values)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*values)
+        return child

@@ -71,7 +71,18 @@ def test_quick_bench_completes_and_writes_its_results(
             assert phase["histogram"]
     gate = result["gate"][0]["phases"]
     assert all(p["cpu_us_per_intent"]["workers"] > 0 for p in gate if p["name"] == "max")
-    assert {g["goal"].split(" (")[0] for g in result["goals"]} >= {
-        "throughput per worker",
-        "CPU per intent / crypto floor",
+    goals = {g["goal"].split(" (")[0].split(",")[0]: g for g in result["goals"]}
+    assert set(goals) >= {
+        "CPU per decision / the peer's signed path",
+        "CPU per decision / the libsodium crypto floor",
+        "capacity",
+        "idle p50",
     }
+    side = result["side_by_side"]
+    assert side["gate_us"] > side["floor_us"] > 0
+    # the peer is in the dev extra: it is measured, and its ratio is the goal's figure
+    assert side["peer"]["signed_us"] > side["peer"]["full_stack_us"] > 0
+    assert (
+        f"x{side['peer_ratio']:.2f}"
+        in goals["CPU per decision / the peer's signed path"]["measured"]
+    )
