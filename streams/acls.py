@@ -22,6 +22,9 @@ operator write control, in a transaction per key (``<root>.operator.<key id>``);
 console  read every topic but gate-state; groups ``<root>.console[.…]``, ``<root>.reader.…``
 executor read approved (its group: ``<root>.executor[.…]``); write outcomes
 agent    write intents
+guard    an agent that executes its own tool calls (``streams/sdk/guard``): write intents
+         and outcomes; read approved, denied, review, rejected (assigned partitions, no
+         group: it commits nothing)
 ======== ==================================================================================
 
 Topic ACLs are LITERAL on the estate's full topic names (``settings.topic(...)``), so
@@ -68,7 +71,7 @@ __all__ = [
 BROKER = "broker"
 ADMIN = "admin"
 SUPER_USERS = (BROKER, ADMIN)
-ROLES = ("gate", "notary", "sink", "operator", "console", "executor", "agent")
+ROLES = ("gate", "notary", "sink", "operator", "console", "executor", "agent", "guard")
 
 PROJECT_TOPICS = (
     "intents",
@@ -109,6 +112,7 @@ _TOPICS: dict[str, tuple[Sequence[str], Sequence[str], Sequence[str]]] = {
     "console": (_VIEWABLE, (), ()),
     "executor": (("approved",), ("outcomes",), ()),
     "agent": ((), ("intents",), ()),
+    "guard": (("approved", "denied", "review", "rejected"), ("intents", "outcomes"), ()),
 }
 
 # role: the name roots (streams/names.py) of its consumer groups
@@ -120,6 +124,7 @@ _GROUPS: dict[str, Sequence[str]] = {
     "console": ("console", "reader"),
     "executor": ("executor",),
     "agent": (),
+    "guard": (),
 }
 
 _TRANSACTIONAL = ("gate", "notary", "sink", "operator")

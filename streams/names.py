@@ -59,6 +59,7 @@ __all__ = [
     "executor_group",
     "reader_group",
     "console_group",
+    "guard_group",
 ]
 
 DEFAULT_ROOT = "trustplane"
@@ -201,6 +202,12 @@ def executor_group(config: Any, given: str | None = None) -> str:
 def reader_group(config: Any) -> str:
     """A fresh anonymous group for one OutcomeReader (it commits nothing)."""
     return f"{role_root(config, 'reader')}.{uuid.uuid4().hex[:8]}"
+
+
+def guard_group(config: Any) -> str:
+    """The group id a guard's decision reader names: it never joins nor commits (it is
+    assigned its partitions), so no group ACL is needed; librdkafka wants one set."""
+    return f"{role_root(config, 'guard')}.{uuid.uuid4().hex[:8]}"
 
 
 def console_group(config: Any, purpose: str) -> str:

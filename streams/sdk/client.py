@@ -81,11 +81,22 @@ class IntentPublisher:
     :class:`PublishError` if an intent did not reach the broker.
     """
 
-    def __init__(self, config: Endpoint, codec: Codec | None = None) -> None:
+    def __init__(
+        self,
+        config: Endpoint,
+        codec: Codec | None = None,
+        *,
+        producer_settings: Mapping[str, Any] | None = None,
+    ) -> None:
         self.codec = codec or default_codec()
         self.topic = config.topic("intents")
         self.producer = kafka.producer(
-            config, {"linger.ms": 5, "message.max.bytes": MAX_MESSAGE_BYTES + 1024}
+            config,
+            {
+                "linger.ms": 5,
+                "message.max.bytes": MAX_MESSAGE_BYTES + 1024,
+                **(producer_settings or {}),
+            },
         )
         self._publisher = Publisher(self.producer, what="intents")
 

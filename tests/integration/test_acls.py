@@ -345,7 +345,7 @@ def produce_as(endpoint: kafka.KafkaEndpoint, topic: str) -> Outcome:
 def test_the_broker_holds_exactly_the_acls_of_the_table(estate: Settings) -> None:
     result = provision.check(estate)
     assert result.missing == [] and result.unexpected == []
-    assert len(grants(estate)) == 73
+    assert len(grants(estate)) == 79
 
 
 # -- a service without its ACLs says which one it lacks ------------------------------

@@ -118,13 +118,13 @@ def test_who_writes_each_topic() -> None:
         for topic in PROJECT_TOPICS
     }
     assert writers == {
-        "intents": {"agent"},
+        "intents": {"agent", "guard"},
         "approved": {"gate"},
         "denied": {"gate"},
         "review": {"gate"},
         "rejected": {"gate", "notary", "sink"},
         "lineage": {"gate"},
-        "outcomes": {"executor"},
+        "outcomes": {"executor", "guard"},
         "control": {"gate", "operator"},
         "gate-state": {"gate"},
         "lineage-log": {"notary"},
@@ -182,6 +182,7 @@ def test_the_sink_reads_what_it_stores_and_the_gate_what_it_decides_on() -> None
     }
     assert reads["agent"] == set()
     assert reads["executor"] == {"approved"}
+    assert reads["guard"] == {"approved", "denied", "review", "rejected"}
     assert {t.name for t in TOPICS} <= set(PROJECT_TOPICS)
 
 
