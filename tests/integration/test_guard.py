@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,11 +21,10 @@ from processors.records import approval_record
 from processors.verdict import Verdict
 from streams.codec import default_codec
 from streams.config import Settings
-from streams.dev.estate import DEMO_AGENTS, setup_estate
+from streams.dev.estate import setup_estate
 from streams.kafka import producer as kafka_producer
-from streams.sdk import ClientConfig, OutcomeReader
+from streams.sdk import OutcomeReader
 from streams.sdk.guard import (
-    AgentIdentity,
     Denied,
     Guard,
     Unmapped,
@@ -34,60 +32,17 @@ from streams.sdk.guard import (
     guarded,
     load_mapping,
 )
-from streams.sdk.guard.mapping import mapping_from_document
 from streams.sdk.guard.waiter import Answer
+from tests.integration.guardkit import gated_settings, make_guard
 
 pytestmark = pytest.mark.broker
 
 CODEC = default_codec()
 
-BILLING = mapping_from_document(
-    {
-        "toolset": {"name": "billing"},
-        "tools": {
-            "read_invoice": {"action": "invoices.read", "resource": "invoice:{invoice_id}"},
-            "pay": {
-                "action": "payments.transfer",
-                "resource": "acct:{account}",
-                "parameters": ["amount", "currency"],
-            },
-        },
-    }
-)
-
-
-def guard_config(settings: Settings) -> ClientConfig:
-    """The client settings of a process running as the ``guard`` principal."""
-    return ClientConfig(
-        bootstrap_servers=settings.bootstrap_servers,
-        topic_prefix=settings.topic_prefix,
-        group_id=settings.group_id,
-        username="guard",
-        password_file=settings.resolved_kafka_credentials_dir / "guard",
-    )
-
 
 @pytest.fixture
 def gated(settings: Settings, worker_factory: Callable[[Settings], Any]) -> Settings:
-    setup_estate(settings)
-    worker_factory(settings).start()
-    return settings
-
-
-def make_guard(settings: Settings, tmp_path: Path, **options: Any) -> Guard:
-    agent = DEMO_AGENTS["billing-agent"]
-    key_path = settings.resolved_keys_dir / "agents" / "billing-agent.pem"
-    from processors.crypto.keys import load_private_key
-
-    identity = AgentIdentity(agent.agent_id, load_private_key(key_path), agent.runtime())
-    return Guard(
-        guard_config(settings),
-        identity,
-        options.pop("mapping", BILLING),
-        settings.resolved_keys_dir / "approvals.jwks.json",
-        state_dir=tmp_path / f"guard-{uuid.uuid4().hex[:6]}",
-        **options,
-    )
+    return gated_settings(settings, worker_factory)
 
 
 @pytest.fixture

@@ -192,7 +192,16 @@ def _policy_infos(
         if policy_id in seen:
             duplicates.append(policy_id)
         seen[policy_id] = cedar_id
-        infos[cedar_id] = PolicyInfo(cedar_id, policy_id, effect, notes.get("reason", ""))
+        response = notes.get("response", "deny")
+        if response not in RESPONSES or (response == "review" and effect != "forbid"):
+            raise PolicyBundleError(
+                f"policy {policy_id!r}: @response({response!r}) is not allowed",
+                hint='a forbid may say @response("review") to hold the intent for a person '
+                'instead of denying it; "deny" is the default',
+            )
+        infos[cedar_id] = PolicyInfo(
+            cedar_id, policy_id, effect, notes.get("reason", ""), response
+        )
     if missing:
         more = f" (and {len(missing) - 5} more)" if len(missing) > 5 else ""
         raise PolicyBundleError(
@@ -205,6 +214,10 @@ def _policy_infos(
             f"@id values must be unique; repeated: {', '.join(sorted(set(duplicates))[:10])}"
         )
     return infos, tree
+
+
+RESPONSES = ("deny", "review")
+"""What a forbid policy's ``@response`` may say."""
 
 
 def _annotations(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Hashable, Mapping
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -42,12 +42,14 @@ cached: big ones would make the cache a memory sink."""
 
 @dataclass(frozen=True, slots=True)
 class PolicyInfo:
-    """One policy of a compiled bundle: Cedar's id, its ``@id``, effect and ``@reason``."""
+    """One policy of a compiled bundle: Cedar's id, its ``@id``, effect, ``@reason`` and
+    ``@response`` (a forbid's: ``deny``, or ``review`` to hold the intent for a person)."""
 
     cedar_id: str
     policy_id: str
     effect: str
     reason: str
+    response: str = "deny"
 
 
 class PolicyEngine:
@@ -102,6 +104,12 @@ class PolicyEngine:
         """The ``@reason`` annotation of a policy (by ``@id``), or ""."""
         info = self.policies.get(policy_id)
         return info.reason if info else ""
+
+    def holds_for_review(self, policy_ids: Sequence[str]) -> bool:
+        """True when every one of these (determining forbid) policies says
+        ``@response("review")``: the intent is held for a person instead of denied."""
+        infos = [self.policies.get(pid) for pid in policy_ids]
+        return bool(infos) and all(i is not None and i.response == "review" for i in infos)
 
     @property
     def decision_keys(self) -> str:

@@ -753,3 +753,74 @@ def test_failing_cases_say_why(mini: PolicyEngine) -> None:
         ("expected determining [writers.write], got [no-secrets]",),
         ("expected an error containing 'boom'",),
     ]
+
+
+# -- @response("review"): a forbid that holds the intent for a person ----------------
+
+REVIEW_POLICIES = (
+    MINI_POLICIES
+    + """
+@id("large-writes")
+@reason("large writes are held for a person")
+@response("review")
+forbid (principal, action == Action::"write", resource)
+when { context.parameters has amount && context.parameters.amount.greaterThan(decimal("100.0")) };
+"""
+)
+
+
+def _review_check() -> PolicyCheck:
+    store = PolicyStore()
+    assert store.offer(mini_bundle(REVIEW_POLICIES), NOW) is None
+    return PolicyCheck(store, lambda agent: ["writer"])
+
+
+def test_a_review_forbid_holds_the_intent_for_a_person() -> None:
+    verdict = _review_check().evaluate(
+        intent(action="write", resource="doc:1", parameters={"amount": 500.0}),
+        GateState(now_ms=NOW),
+    )
+    assert verdict.status is Status.REVIEW, verdict
+    assert verdict.reasons == (
+        "held for review by large-writes: large writes are held for a person",
+    )
+
+
+def test_a_review_forbid_with_a_deny_forbid_denies() -> None:
+    verdict = _review_check().evaluate(
+        intent(action="write", resource="secret:1", parameters={"amount": 500.0}),
+        GateState(now_ms=NOW),
+    )
+    assert verdict.status is Status.DENY
+    assert any("forbidden by no-secrets" in r for r in verdict.reasons)
+
+
+def test_below_the_review_threshold_the_permit_allows() -> None:
+    verdict = _review_check().evaluate(
+        intent(action="write", resource="doc:1", parameters={"amount": 50.0}),
+        GateState(now_ms=NOW),
+    )
+    assert verdict.status is Status.ALLOW
+
+
+@pytest.mark.parametrize(
+    "policy",
+    [
+        '@id("p")\n@response("review")\npermit (principal, action, resource);',
+        '@id("f")\n@response("maybe")\nforbid (principal, action, resource);',
+    ],
+)
+def test_response_must_be_review_on_a_forbid(policy: str) -> None:
+    with pytest.raises(PolicyBundleError, match="@response"):
+        compile_bundle(mini_bundle(MINI_POLICIES + policy), NOW)
+
+
+def test_the_example_bundle_holds_refunds_for_review(example: PolicyEngine) -> None:
+    store = PolicyStore()
+    assert store.offer(example.bundle, NOW) is None
+    verdict = check_with(store).evaluate(
+        intent(action="refunds.issue", resource="acct:ACME-42", parameters={"amount": 12.0}),
+        GateState(now_ms=NOW),
+    )
+    assert verdict.status is Status.REVIEW
+    assert "refunds.person" in verdict.reasons[0]
