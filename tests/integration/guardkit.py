@@ -26,11 +26,17 @@ BILLING = mapping_from_document(
                 "resource": "acct:{account}",
                 "parameters": ["amount", "currency"],
             },
+            "refund": {
+                "action": "refunds.issue",
+                "resource": "acct:{account}",
+                "parameters": ["amount", "currency"],
+            },
         },
     }
 )
 """read_invoice(invoice_id) is approved for billing-agent; pay(account, amount, currency)
-is approved up to 10,000 EUR and denied above 50,000 (payments.limit-50k)."""
+is approved up to 10,000 EUR and denied above 50,000 (payments.limit-50k); refund(account,
+amount, currency) is held for review (refunds.person)."""
 
 
 def guard_config(settings: Settings) -> ClientConfig:

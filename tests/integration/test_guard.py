@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
+import signal
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -22,17 +24,22 @@ from processors.verdict import Verdict
 from streams.codec import default_codec
 from streams.config import Settings
 from streams.dev.estate import setup_estate
+from streams.dev.localkafka import LocalKafka
 from streams.kafka import producer as kafka_producer
+from streams.operator import OperatorClient
 from streams.sdk import OutcomeReader
 from streams.sdk.guard import (
     Denied,
     Guard,
+    NeedsReview,
+    Unavailable,
     Unmapped,
     Unverified,
     guarded,
     load_mapping,
 )
 from streams.sdk.guard.waiter import Answer
+from tests.conftest import TEST_STATE_DIR
 from tests.integration.guardkit import gated_settings, make_guard
 
 pytestmark = pytest.mark.broker
@@ -185,3 +192,41 @@ def test_example_mappings_load() -> None:
     for path in sorted(Path("policies/tools").glob("*.toml")):
         mapping = load_mapping(path)
         assert mapping.tools, path
+
+
+def test_a_held_call_runs_only_after_a_reviewer_approves(guard: Guard, gated: Settings) -> None:
+    runs: list[str] = []
+    with pytest.raises(NeedsReview) as held:
+        guard.run("refund", {"account": "ACME-42", "amount": 12.0, "currency": "EUR"}, runs.append)
+    assert runs == [] and "refunds.person" in held.value.message()
+    intent_id = held.value.intent_id
+    assert intent_id
+    with OperatorClient(gated) as operator:
+        operator.send(
+            "review.approve",
+            {"intent_id": intent_id, "reason": "refund checked"},
+            subject=f"review/{intent_id}",
+        )
+    auth = guard.await_review(intent_id, timeout_s=30)
+    assert guard.execute(auth, lambda: runs.append("refunded") or "ok") == "ok"
+    assert runs == ["refunded"]
+
+
+def test_with_the_broker_stopped_the_call_fails_closed_within_the_deadline(
+    guard: Guard, kafka_broker: Any
+) -> None:
+    guard.deadline_s = 3.0
+    guard.run("read_invoice", {"invoice_id": "INV-31"}, lambda: "warm")  # connections up
+    info = LocalKafka(TEST_STATE_DIR).status()
+    assert info is not None
+    runs: list[str] = []
+    os.kill(info.pid, signal.SIGSTOP)  # the broker stops answering
+    try:
+        started = time.monotonic()
+        with pytest.raises(Unavailable):
+            guard.run("read_invoice", {"invoice_id": "INV-32"}, lambda: runs.append("ran"))
+        elapsed = time.monotonic() - started
+    finally:
+        os.kill(info.pid, signal.SIGCONT)
+    assert runs == []
+    assert elapsed < guard.deadline_s + 2.0

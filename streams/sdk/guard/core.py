@@ -33,6 +33,7 @@ import asyncio
 import hashlib
 import logging
 import socket
+import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
@@ -139,6 +140,7 @@ class Guard:
         )
         self.reporter = OutcomeReporter(config, codec=self.codec)
         self._held: dict[str, _Held] = {}
+        self._ordered = threading.Lock()
 
     # -- the call ----------------------------------------------------------------------
 
@@ -194,26 +196,31 @@ class Guard:
         a :class:`Blocked` subclass: then the tool must not run. ``rule`` maps this call
         instead of the toolset's mapping (the decorator's ``action``/``resource``)."""
         call = self.mapping.map(tool, arguments, rule)
-        intent = new_intent(
-            self.agent.agent_id,
-            call.action,
-            call.resource,
-            sequence=self.sequences.next(self.agent.agent_id),
-            parameters=call.parameters,
-            context=call.context,
-            runtime=self.agent.runtime,
-            ttl_s=self.intent_ttl_s,
-            key_id=self.agent.key.kid,
-            sign_with=self.agent.key,
-        )
-        value = self.codec.encode("Intent", intent)
-        digest = "sha256:" + hashlib.sha256(value).hexdigest()
+        # concurrent calls (parallel tool calls) are numbered and queued in one order: the
+        # gate reads a lower sequence after a higher one as a replay
+        with self._ordered:
+            intent = new_intent(
+                self.agent.agent_id,
+                call.action,
+                call.resource,
+                sequence=self.sequences.next(self.agent.agent_id),
+                parameters=call.parameters,
+                context=call.context,
+                runtime=self.agent.runtime,
+                ttl_s=self.intent_ttl_s,
+                key_id=self.agent.key.kid,
+                sign_with=self.agent.key,
+            )
+            value = self.codec.encode("Intent", intent)
+            digest = "sha256:" + hashlib.sha256(value).hexdigest()
+            self.waiter.expect(digest)
+            queued = self._queue(value)
         held = _Held(tool, intent, value, digest, call, 0)
-        self.waiter.expect(digest)
         keep = False
         try:
             try:
-                self.publisher.publish_raw(self.agent.agent_id.encode(), value)
+                if queued is not None:
+                    raise queued
                 self.publisher.flush(self.deadline_s)
             except PublishError as exc:
                 raise Unavailable(
@@ -231,6 +238,13 @@ class Guard:
         finally:
             if not keep:
                 self.waiter.forget(digest)
+
+    def _queue(self, value: bytes) -> PublishError | None:
+        try:
+            self.publisher.publish_raw(self.agent.agent_id.encode(), value)
+        except PublishError as exc:
+            return exc
+        return None
 
     def await_review(self, intent_id: str, timeout_s: float) -> Authorization:
         """After :class:`NeedsReview`: wait for the reviewer's answer to that intent."""
