@@ -399,13 +399,14 @@ class Guard:
         self._report(auth, "FAILED", f"{type(exc).__name__}: {str(exc)[:300]}")
 
     def _report(self, auth: Authorization, status: Any, detail: str) -> None:
+        """Queue the Outcome (delivered in the background; :meth:`close` waits for it):
+        the tool's result is not held back by the report."""
         try:
             self.reporter.report(auth.approval, status, detail, self.executor_id)
-            self.reporter.flush(self.deadline_s)
         except PublishError as exc:
             # the tool ran (or failed) already: say so loudly, do not pretend it did not
             log.error(
-                "guard: the outcome of approval %s (%s) was not delivered: %s",
+                "guard: the outcome of approval %s (%s) was not queued: %s",
                 auth.approval.approval_id,
                 status,
                 exc.reason,
@@ -414,6 +415,10 @@ class Guard:
     # -- lifecycle ---------------------------------------------------------------------
 
     def close(self) -> None:
+        try:
+            self.reporter.flush(self.deadline_s)
+        except PublishError as exc:
+            log.error("guard: outcomes not delivered at close: %s", exc.reason)
         self.waiter.close()
         self.sequences.close()
 
