@@ -23,8 +23,8 @@ console  read every topic but gate-state; groups ``<root>.console[.…]``, ``<ro
 executor read approved (its group: ``<root>.executor[.…]``); write outcomes
 agent    write intents
 guard    an agent that executes its own tool calls (``streams/sdk/guard``): write intents
-         and outcomes; read approved, denied, review, rejected (assigned partitions, no
-         group: it commits nothing)
+         and outcomes; read approved, denied, review, rejected (assigned partitions; its
+         group names ``<root>.guard[.…]``, which librdkafka looks up but never joins)
 ======== ==================================================================================
 
 Topic ACLs are LITERAL on the estate's full topic names (``settings.topic(...)``), so
@@ -124,7 +124,7 @@ _GROUPS: dict[str, Sequence[str]] = {
     "console": ("console", "reader"),
     "executor": ("executor",),
     "agent": (),
-    "guard": (),
+    "guard": ("guard",),
 }
 
 _TRANSACTIONAL = ("gate", "notary", "sink", "operator")

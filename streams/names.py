@@ -205,8 +205,8 @@ def reader_group(config: Any) -> str:
 
 
 def guard_group(config: Any) -> str:
-    """The group id a guard's decision reader names: it never joins nor commits (it is
-    assigned its partitions), so no group ACL is needed; librdkafka wants one set."""
+    """The group id a guard's decision reader names (it is assigned its partitions and
+    commits nothing, but librdkafka still looks its coordinator up)."""
     return f"{role_root(config, 'guard')}.{uuid.uuid4().hex[:8]}"
 
 

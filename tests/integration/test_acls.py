@@ -208,6 +208,30 @@ def test_an_agent_publishes_intents(estate: Settings) -> None:
     assert produce(as_role(estate, "agent"), "intents") == OK
 
 
+def test_a_guard_publishes_intents_reads_decisions_and_reports_outcomes(
+    estate: Settings,
+) -> None:
+    guard = as_role(estate, "guard")
+    assert produce(guard, "intents") == OK
+    assert produce(guard, "outcomes") == OK
+    for topic in ("approved", "denied", "review", "rejected"):
+        # assigned partitions, as the guard's decision reader does: no group is joined
+        assert read_one(guard, names.guard_group(guard), topic) == OK, topic
+
+
+@pytest.mark.parametrize("topic", ["approved", "denied", "lineage", "control", "gate-state"])
+def test_a_guard_cannot_write_decisions_lineage_or_control(estate: Settings, topic: str) -> None:
+    assert produce(as_role(estate, "guard"), topic) == TOPIC_DENIED
+
+
+def test_a_guard_cannot_read_control_or_lineage_nor_join_a_group(estate: Settings) -> None:
+    guard = as_role(estate, "guard")
+    for topic in ("control", "lineage", "gate-state", "intents"):
+        # refused, or never given the topic's metadata: either way no record is read
+        assert read_one(guard, names.guard_group(guard), topic, timeout=5) != OK, topic
+    assert join(guard, names.executor_group(guard), ["approved"]) == GROUP_DENIED
+
+
 def test_an_operator_sends_control_commands_and_reads_every_topic(estate: Settings) -> None:
     operator = as_role(estate, "operator")
     assert produce(operator, "control") == OK
@@ -345,7 +369,7 @@ def produce_as(endpoint: kafka.KafkaEndpoint, topic: str) -> Outcome:
 def test_the_broker_holds_exactly_the_acls_of_the_table(estate: Settings) -> None:
     result = provision.check(estate)
     assert result.missing == [] and result.unexpected == []
-    assert len(grants(estate)) == 79
+    assert len(grants(estate)) == 81
 
 
 # -- a service without its ACLs says which one it lacks ------------------------------
