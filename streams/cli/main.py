@@ -31,6 +31,7 @@ from processors.exceptions import TrustplaneError
 from streams.cli import ops
 from streams.cli.context import CliOptions, options, settings
 from streams.cli.kafka import kafka_app
+from streams.cli.mcp import mcp_app
 from streams.cli.policy import policy_app
 from streams.cli.proof import notary_command, proof_app
 from streams.cli.sql import sink as sink_command
@@ -81,6 +82,7 @@ cli.command()(ops.verify)
 cli.command("sql")(sql_command)
 cli.command("sink")(sink_command)
 cli.add_typer(proof_app)  # trustplane proof ..., trustplane checkpoint
+cli.add_typer(mcp_app)  # trustplane mcp-proxy
 cli.command("notary")(notary_command)
 
 

@@ -36,7 +36,7 @@ BILLING = mapping_from_document(
 )
 """read_invoice(invoice_id) is approved for billing-agent; pay(account, amount, currency)
 is approved up to 10,000 EUR and denied above 50,000 (payments.limit-50k); refund(account,
-amount, currency) is held for review (refunds.person)."""
+amount, currency) is held for review (payments.refunds)."""
 
 
 def guard_config(settings: Settings) -> ClientConfig:

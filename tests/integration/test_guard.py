@@ -198,7 +198,7 @@ def test_a_held_call_runs_only_after_a_reviewer_approves(guard: Guard, gated: Se
     runs: list[str] = []
     with pytest.raises(NeedsReview) as held:
         guard.run("refund", {"account": "ACME-42", "amount": 12.0, "currency": "EUR"}, runs.append)
-    assert runs == [] and "refunds.person" in held.value.message()
+    assert runs == [] and "payments.refunds" in held.value.message()
     intent_id = held.value.intent_id
     assert intent_id
     with OperatorClient(gated) as operator:

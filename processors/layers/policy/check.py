@@ -23,9 +23,9 @@ class PolicyCheck:
     """The Cedar policy layer (``evaluate(intent, state) -> Verdict``), fail closed.
 
     No valid bundle, an expired bundle, a request the schema refuses or a Cedar
-    failure all deny (ERROR for failures); only a Cedar allow without errors allows. A
-    deny whose determining forbids all say ``@response("review")`` holds the intent for a
-    person (REVIEW) instead; a reviewer's approval asks this layer again.
+    failure all deny (ERROR for failures); only a Cedar allow without errors allows. An
+    allow by a permit that says ``@response("review")`` holds the intent for a person
+    (REVIEW) instead; a reviewer's approval asks this layer again.
     """
 
     name = LAYER
@@ -65,6 +65,13 @@ class PolicyCheck:
             )
             return Verdict.error(LAYER, reason, **evidence)
         evidence["determining_policies"] = ",".join(decision.determining_policies)
+        if decision.allowed and engine.holds_for_review(decision.determining_policies):
+            held = [
+                f"held for review by {pid}" + (f": {why}" if (why := engine.reason_of(pid)) else "")
+                for pid in decision.determining_policies
+                if engine.holds_for_review((pid,))
+            ]
+            return Verdict.review(LAYER, *held, **evidence)
         if decision.allowed:
             return Verdict.allow(
                 LAYER,
@@ -73,14 +80,10 @@ class PolicyCheck:
                 **evidence,
             )
         if decision.determining_policies:
-            held = not decision.errors and engine.holds_for_review(decision.determining_policies)
             reasons = [
-                f"{'held for review by' if held else 'forbidden by'} {pid}"
-                + (f": {why}" if (why := engine.reason_of(pid)) else "")
+                f"forbidden by {pid}" + (f": {why}" if (why := engine.reason_of(pid)) else "")
                 for pid in decision.determining_policies
             ]
-            if held:
-                return Verdict.review(LAYER, *reasons, **evidence)
             return Verdict.deny(LAYER, *reasons, *decision.errors, **evidence)
         if decision.errors:
             return Verdict.deny(

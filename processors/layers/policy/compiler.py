@@ -192,16 +192,14 @@ def _policy_infos(
         if policy_id in seen:
             duplicates.append(policy_id)
         seen[policy_id] = cedar_id
-        response = notes.get("response", "deny")
-        if response not in RESPONSES or (response == "review" and effect != "forbid"):
+        response = notes.get("response", "allow")
+        if response not in RESPONSES or (response == "review" and effect != "permit"):
             raise PolicyBundleError(
                 f"policy {policy_id!r}: @response({response!r}) is not allowed",
-                hint='a forbid may say @response("review") to hold the intent for a person '
-                'instead of denying it; "deny" is the default',
+                hint='a permit may say @response("review"): what it allows is held for a '
+                'person (it can only make a decision stricter); "allow" is the default',
             )
-        infos[cedar_id] = PolicyInfo(
-            cedar_id, policy_id, effect, notes.get("reason", ""), response
-        )
+        infos[cedar_id] = PolicyInfo(cedar_id, policy_id, effect, notes.get("reason", ""), response)
     if missing:
         more = f" (and {len(missing) - 5} more)" if len(missing) > 5 else ""
         raise PolicyBundleError(
@@ -216,8 +214,8 @@ def _policy_infos(
     return infos, tree
 
 
-RESPONSES = ("deny", "review")
-"""What a forbid policy's ``@response`` may say."""
+RESPONSES = ("allow", "review")
+"""What a permit's ``@response`` may say."""
 
 
 def _annotations(

@@ -43,13 +43,14 @@ cached: big ones would make the cache a memory sink."""
 @dataclass(frozen=True, slots=True)
 class PolicyInfo:
     """One policy of a compiled bundle: Cedar's id, its ``@id``, effect, ``@reason`` and
-    ``@response`` (a forbid's: ``deny``, or ``review`` to hold the intent for a person)."""
+    ``@response`` (a permit's: ``allow``, or ``review`` to hold what it allows for a
+    person)."""
 
     cedar_id: str
     policy_id: str
     effect: str
     reason: str
-    response: str = "deny"
+    response: str = "allow"
 
 
 class PolicyEngine:
@@ -106,10 +107,12 @@ class PolicyEngine:
         return info.reason if info else ""
 
     def holds_for_review(self, policy_ids: Sequence[str]) -> bool:
-        """True when every one of these (determining forbid) policies says
-        ``@response("review")``: the intent is held for a person instead of denied."""
-        infos = [self.policies.get(pid) for pid in policy_ids]
-        return bool(infos) and all(i is not None and i.response == "review" for i in infos)
+        """True when one of these (determining permit) policies says
+        ``@response("review")``: the allowed intent is held for a person."""
+        return any(
+            (info := self.policies.get(pid)) is not None and info.response == "review"
+            for pid in policy_ids
+        )
 
     @property
     def decision_keys(self) -> str:

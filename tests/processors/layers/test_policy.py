@@ -755,27 +755,33 @@ def test_failing_cases_say_why(mini: PolicyEngine) -> None:
     ]
 
 
-# -- @response("review"): a forbid that holds the intent for a person ----------------
+# -- @response("review"): a permit whose allows are held for a person -----------------
 
-REVIEW_POLICIES = (
-    MINI_POLICIES
-    + """
+REVIEW_POLICIES = """
+@id("writers.write")
+@reason("writers write")
+permit (principal in Role::"writer", action, resource);
+
+@id("no-secrets")
+@reason("secrets are never written")
+forbid (principal, action == Action::"write", resource)
+when { resource.kind == "secret" };
+
 @id("large-writes")
 @reason("large writes are held for a person")
 @response("review")
-forbid (principal, action == Action::"write", resource)
+permit (principal in Role::"writer", action == Action::"write", resource)
 when { context.parameters has amount && context.parameters.amount.greaterThan(decimal("100.0")) };
 """
-)
 
 
-def _review_check() -> PolicyCheck:
+def _review_check(roles: tuple[str, ...] = ("writer",)) -> PolicyCheck:
     store = PolicyStore()
     assert store.offer(mini_bundle(REVIEW_POLICIES), NOW) is None
-    return PolicyCheck(store, lambda agent: ["writer"])
+    return PolicyCheck(store, lambda agent: list(roles))
 
 
-def test_a_review_forbid_holds_the_intent_for_a_person() -> None:
+def test_a_review_permit_holds_what_it_allows_for_a_person() -> None:
     verdict = _review_check().evaluate(
         intent(action="write", resource="doc:1", parameters={"amount": 500.0}),
         GateState(now_ms=NOW),
@@ -786,16 +792,21 @@ def test_a_review_forbid_holds_the_intent_for_a_person() -> None:
     )
 
 
-def test_a_review_forbid_with_a_deny_forbid_denies() -> None:
-    verdict = _review_check().evaluate(
+def test_a_review_permit_never_loosens_a_forbid_or_a_default_deny() -> None:
+    forbidden = _review_check().evaluate(
         intent(action="write", resource="secret:1", parameters={"amount": 500.0}),
         GateState(now_ms=NOW),
     )
-    assert verdict.status is Status.DENY
-    assert any("forbidden by no-secrets" in r for r in verdict.reasons)
+    assert forbidden.status is Status.DENY
+    assert any("forbidden by no-secrets" in r for r in forbidden.reasons)
+    nobody = _review_check(roles=()).evaluate(
+        intent(action="write", resource="doc:1", parameters={"amount": 500.0}),
+        GateState(now_ms=NOW),
+    )
+    assert nobody.status is Status.DENY
 
 
-def test_below_the_review_threshold_the_permit_allows() -> None:
+def test_below_the_review_condition_the_plain_permit_allows() -> None:
     verdict = _review_check().evaluate(
         intent(action="write", resource="doc:1", parameters={"amount": 50.0}),
         GateState(now_ms=NOW),
@@ -806,11 +817,11 @@ def test_below_the_review_threshold_the_permit_allows() -> None:
 @pytest.mark.parametrize(
     "policy",
     [
-        '@id("p")\n@response("review")\npermit (principal, action, resource);',
-        '@id("f")\n@response("maybe")\nforbid (principal, action, resource);',
+        '@id("f")\n@response("review")\nforbid (principal, action, resource);',
+        '@id("p")\n@response("maybe")\npermit (principal, action, resource);',
     ],
 )
-def test_response_must_be_review_on_a_forbid(policy: str) -> None:
+def test_response_must_be_review_on_a_permit(policy: str) -> None:
     with pytest.raises(PolicyBundleError, match="@response"):
         compile_bundle(mini_bundle(MINI_POLICIES + policy), NOW)
 
@@ -823,4 +834,4 @@ def test_the_example_bundle_holds_refunds_for_review(example: PolicyEngine) -> N
         GateState(now_ms=NOW),
     )
     assert verdict.status is Status.REVIEW
-    assert "refunds.person" in verdict.reasons[0]
+    assert "payments.refunds" in verdict.reasons[0]

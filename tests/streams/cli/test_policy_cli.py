@@ -29,7 +29,7 @@ def test_validate_prints_version_digest_count_and_expiry() -> None:
     assert code == 0, output
     digest = PolicyBundle.from_directory(BUNDLE).digest
     assert "valid" in output and "2026.11.1" in output and digest in output
-    assert "24 (10 permit, 14 forbid)" in output
+    assert "24 (11 permit, 13 forbid)" in output
     assert "2030-01-01T00:00:00Z" in output
 
 
@@ -41,7 +41,7 @@ def test_validate_refuses_bad_cedar_with_cedars_reason(tmp_path: Path) -> None:
     code, output = invoke("validate", str(broken), "--at", AT)
     assert code == 1
     assert "invalid" in output and "unexpected token `resource`" in output
-    assert "line 196" in output
+    assert "line 201" in output
 
 
 def test_validate_refuses_expired_and_unknown_paths(tmp_path: Path) -> None:
@@ -59,7 +59,7 @@ def test_test_runs_the_example_table() -> None:
     assert output.count("PASS") == len(json.loads(CASES.read_text())["cases"])
     assert "FAIL" not in output
     assert "payments.limit-10k" in output
-    assert output.strip().endswith("45 passed, 0 failed")
+    assert output.strip().endswith("46 passed, 0 failed")
 
 
 def test_test_reports_failures_and_exits_non_zero(tmp_path: Path) -> None:
@@ -119,7 +119,7 @@ def test_bundle_writes_the_document_form(tmp_path: Path) -> None:
     code, output = invoke("validate", str(target), "--at", AT)
     assert code == 0 and digest in output
     code, output = invoke("test", str(target), str(CASES), "--at", AT)
-    assert code == 0 and "45 passed, 0 failed" in output
+    assert code == 0 and "46 passed, 0 failed" in output
 
 
 def test_bundle_to_stdout_and_refusals(tmp_path: Path) -> None:
