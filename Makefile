@@ -39,7 +39,7 @@ run: install ## Start Kafka and a gate worker, publish a demo stream, print a su
 		fi; \
 	done
 	@# the operator's CLI (the default principal) registers the demo agents; they publish as `agent`
-	$(TP) demo
+	$(TP) demo --agents
 	@sleep 2
 	@echo; echo "Lineage in ClickHouse (embedded chDB), by SQL:"
 	$(TP) sql "SELECT stage, status, count() AS events FROM lineage_events GROUP BY stage, status ORDER BY stage, status"

@@ -249,11 +249,23 @@ def _json_default(value: Any) -> Any:
 def demo(
     ctx: typer.Context,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for every outcome.")] = 60.0,
+    agents: Annotated[
+        bool,
+        typer.Option(
+            "--agents",
+            help="Then run an agent's tool calls through `trustplane mcp-proxy` in front of "
+            "the example billing MCP server (needs the [mcp] extra).",
+        ),
+    ] = False,
 ) -> None:
     """Publish a small demo stream (allowed, denied, malformed) and summarize the outcomes.
 
-    Needs a running broker and worker (`make run` starts both).
+    Needs a running broker and worker (`make run` starts both). With --agents, an MCP
+    client then calls four tools as `billing-assistant` through the proxy: one runs, one
+    is denied, one is held for review, one is not in the mapping.
     """
+    from rich.markup import escape
+
     from streams.dev.demo import run_demo
 
     with Progress(
@@ -277,7 +289,7 @@ def demo(
             item.label,
             item.expected,
             f"[{colors.get(got, 'red')}]{got}[/]{mark}",
-            item.reason[:160],
+            escape(item.reason[:160]),
         )
     out.print(table)
     counts = {k: sum(1 for i in result.items if i.got == k) for k in colors}
@@ -290,6 +302,38 @@ def demo(
             f"{len(result.items) - result.matched} demo intents did not end as expected "
             f"({result.missing} without any outcome)",
             hint="is a worker running? see .state/worker.log or run `trustplane worker`",
+        )
+    if agents:
+        _agent_demo(settings(ctx))
+
+
+def _agent_demo(config: Any) -> None:
+    import asyncio
+
+    from rich.markup import escape
+
+    from streams.dev.agent_demo import run_agent_demo
+
+    results = asyncio.run(run_agent_demo(config))
+    table = Table(title="An agent's tool calls through `trustplane mcp-proxy` (billing-assistant)")
+    for column in ("tool call", "tool", "ran?", "what the agent was told"):
+        table.add_column(column, overflow="fold")
+    for r in results:
+        ran = "[green]ran[/]" if r.ran else "[red]did not run[/]"
+        mark = "" if r.as_expected else " [bold red](unexpected)[/]"
+        told = escape(r.text.replace("\n", " ")[:260])  # the tool's and the gate's text
+        table.add_row(r.call.label, r.call.tool, ran + mark, told)
+    out.print(table)
+    held = [r for r in results if "review" in r.text and not r.ran]
+    if held:
+        out.print(
+            "The refund waits for a person: `trustplane review list`, then "
+            "`trustplane review approve <intent id>`."
+        )
+    if not all(r.as_expected for r in results):
+        raise TrustplaneError(
+            "the agent demo's tool calls did not end as expected",
+            hint=f"see {config.state_dir / 'agent-demo' / 'mcp-proxy.log'}",
         )
 
 

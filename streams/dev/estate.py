@@ -64,6 +64,9 @@ DEMO_AGENTS = {
         DemoAgent("deploy-bot", ("deployer",), "deploy-rt-1"),
         DemoAgent("analytics-agent", ("analyst",), "analytics-rt-1"),
         DemoAgent("ops-agent", ("readonly",), "ops-rt-1"),
+        # the MCP demo's agent (`trustplane demo --agents`): its tool calls go through
+        # `trustplane mcp-proxy`, whose guard keeps its own sequence numbers
+        DemoAgent("billing-assistant", ("payments-agent",), "assistant-rt-1"),
     )
 }
 

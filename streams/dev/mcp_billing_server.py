@@ -65,6 +65,16 @@ def build_server(log: Path | str | None = None) -> MCPServer:
         return f"paid {amount:.2f} {currency} to {account} for {invoice_id} ({confirmation})"
 
     @server.tool()
+    def refund_invoice(account: str, amount: float, currency: str, invoice_id: str) -> str:
+        """Refund an invoice: transfer ``amount`` ``currency`` back to ``account``."""
+        _record(
+            path,
+            "refund_invoice",
+            {"account": account, "amount": amount, "currency": currency, "invoice_id": invoice_id},
+        )
+        return f"refunded {amount:.2f} {currency} to {account} for {invoice_id}"
+
+    @server.tool()
     def delete_all_invoices() -> str:
         """Delete every invoice (irreversible)."""
         _record(path, "delete_all_invoices", {})

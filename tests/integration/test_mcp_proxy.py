@@ -121,7 +121,12 @@ def test_the_proxy_runs_approved_calls_once_and_refuses_the_others(
         print((tmp_path / "proxy.log").read_text(errors="replace")[-4000:], file=sys.stderr)
         raise
     listed: list[Tool] = seen["listed"]
-    assert [t.name for t in listed] == ["read_invoice", "pay_invoice", "delete_all_invoices"]
+    assert [t.name for t in listed] == [
+        "read_invoice",
+        "pay_invoice",
+        "refund_invoice",
+        "delete_all_invoices",
+    ]
     assert [t.model_dump() for t in listed] == [t.model_dump() for t in seen["expected"]]
 
     read = seen["read"]
@@ -178,7 +183,7 @@ def test_with_the_broker_unreachable_a_call_fails_closed_within_the_deadline(
             return names, result, time.monotonic() - started
 
     names, result, took = asyncio.run(scenario())
-    assert names == ["read_invoice", "pay_invoice", "delete_all_invoices"]
+    assert names == ["read_invoice", "pay_invoice", "refund_invoice", "delete_all_invoices"]
     assert result.is_error
     assert text(result).startswith("trustplane unavailable: the tool 'read_invoice' did not run")
     assert took < deadline + 2
