@@ -150,3 +150,20 @@ def test_an_installed_agent_and_executor_work_with_the_real_gate(
     assert result["approval_id"].startswith("approval-")
     jwks = json.loads((keys / "approvals.jwks.json").read_text())
     assert result["keyid"] in {k["kid"] for k in jwks["keys"]}
+
+
+def test_an_adapter_extra_installs_that_framework_and_no_other(
+    sdk_venv: Path, tmp_path: Path
+) -> None:
+    # last in this module: it adds the [mcp] extra to the shared venv
+    (wheel,) = (sdk_venv.parent / "dist").glob("trustplane-*.whl")
+    python = sdk_venv / "bin" / "python"
+    run(python, "-m", "pip", "install", "--quiet", f"{wheel}[mcp]", cwd=tmp_path)
+    probe = (
+        "import importlib.util, json\n"
+        "import streams.sdk.guard.mcp_proxy\n"
+        "print(json.dumps([m for m in ('mcp', 'langchain', 'langgraph', 'agents', 'cedarpy')"
+        " if importlib.util.find_spec(m) is not None]))"
+    )
+    assert json.loads(run(python, "-c", probe, cwd=tmp_path)) == ["mcp"]
+    assert "mcp-proxy" in run(sdk_venv / "bin" / "trustplane", "--help", cwd=tmp_path)
