@@ -164,7 +164,10 @@ class Guard:
         rule: ToolRule | None = None,
     ) -> T:
         """:meth:`run` for a coroutine: the waiting happens off the event loop."""
-        auth = await self.aauthorize(tool, arguments, rule=rule)
+        return await self.aexecute(await self.aauthorize(tool, arguments, rule=rule), call)
+
+    async def aexecute(self, auth: Authorization, call: Callable[[], Awaitable[T]]) -> T:
+        """:meth:`execute` for a coroutine."""
         try:
             result = await call()
         except BaseException as exc:
@@ -264,6 +267,11 @@ class Guard:
             raise
         self._forget_held(intent_id)
         return auth
+
+    def forget_review(self, intent_id: str) -> None:
+        """Stop waiting for the review of a held intent (an abandoned interrupt): a later
+        approval of it is then ignored, and the call never runs."""
+        self._forget_held(intent_id)
 
     def _forget_held(self, intent_id: str) -> None:
         held = self._held.pop(intent_id, None)
