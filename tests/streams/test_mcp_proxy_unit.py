@@ -232,7 +232,12 @@ def test_tools_list_passes_through_and_calls_run_once(tmp_path: Path) -> None:
         return expected, listed, read, refused
 
     expected, listed, read, refused = asyncio.run(scenario())
-    assert [t.name for t in listed] == ["read_invoice", "pay_invoice", "delete_all_invoices"]
+    assert [t.name for t in listed] == [
+        "read_invoice",
+        "pay_invoice",
+        "refund_invoice",
+        "delete_all_invoices",
+    ]
     assert [t.model_dump() for t in listed] == [t.model_dump() for t in expected]
     assert not read.is_error and read.structured_content["invoice_id"] == "INV-7"
     assert refused.is_error
@@ -326,7 +331,7 @@ def test_streamable_http_serves_the_same_guarded_tools(tmp_path: Path) -> None:
         return names, read, delete
 
     names, read, delete = asyncio.run(scenario())
-    assert names == ["read_invoice", "pay_invoice", "delete_all_invoices"]
+    assert names == ["read_invoice", "pay_invoice", "refund_invoice", "delete_all_invoices"]
     assert not read.is_error and delete.is_error and "trustplane unmapped" in text(delete)
     assert [json.loads(line)["tool"] for line in log.read_text().splitlines()] == ["read_invoice"]
 
