@@ -152,18 +152,27 @@ def test_an_installed_agent_and_executor_work_with_the_real_gate(
     assert result["keyid"] in {k["kid"] for k in jwks["keys"]}
 
 
+FRAMEWORKS = {"mcp": "mcp", "langchain": "langchain", "openai-agents": "agents"}
+ADAPTERS = {"mcp": "mcp_proxy", "langchain": "langchain", "openai-agents": "openai_agents"}
+BROUGHT = {"mcp": ["mcp"], "langchain": ["langchain"], "openai-agents": ["agents", "mcp"]}
+"""What each extra installs of the frameworks (the Agents SDK itself depends on mcp)."""
+
+
+@pytest.mark.parametrize("extra", sorted(FRAMEWORKS))
 def test_an_adapter_extra_installs_that_framework_and_no_other(
-    sdk_venv: Path, tmp_path: Path
+    sdk_venv: Path, tmp_path: Path, extra: str
 ) -> None:
-    # last in this module: it adds the [mcp] extra to the shared venv
     (wheel,) = (sdk_venv.parent / "dist").glob("trustplane-*.whl")
-    python = sdk_venv / "bin" / "python"
-    run(python, "-m", "pip", "install", "--quiet", f"{wheel}[mcp]", cwd=tmp_path)
+    venv = tmp_path / "venv"
+    run(sys.executable, "-m", "venv", venv, cwd=tmp_path)
+    python = venv / "bin" / "python"
+    run(python, "-m", "pip", "install", "--quiet", f"{wheel}[{extra}]", cwd=tmp_path)
     probe = (
         "import importlib.util, json\n"
-        "import streams.sdk.guard.mcp_proxy\n"
-        "print(json.dumps([m for m in ('mcp', 'langchain', 'langgraph', 'agents', 'cedarpy')"
+        f"import streams.sdk.guard.{ADAPTERS[extra]}\n"
+        f"print(json.dumps([m for m in {sorted(FRAMEWORKS.values()) + ['cedarpy']!r}"
         " if importlib.util.find_spec(m) is not None]))"
     )
-    assert json.loads(run(python, "-c", probe, cwd=tmp_path)) == ["mcp"]
-    assert "mcp-proxy" in run(sdk_venv / "bin" / "trustplane", "--help", cwd=tmp_path)
+    assert json.loads(run(python, "-c", probe, cwd=tmp_path)) == BROUGHT[extra]
+    if extra == "mcp":
+        assert "mcp-proxy" in run(venv / "bin" / "trustplane", "--help", cwd=tmp_path)
