@@ -178,7 +178,8 @@ def test_when_every_reader_is_busy_the_endpoint_answers_429(store, serve, tmp_pa
     client = SinkQueryClient(
         f"http://127.0.0.1:{server.port}", token_file=tmp_path / "sink" / "sql.token"
     )
-    slow_sql = "SELECT count() FROM numbers(6000000) WHERE NOT ignore(SHA256(toString(number)))"
+    # long enough to hold the reader through both checks below on an idle machine (~5 s)
+    slow_sql = "SELECT count() FROM numbers(30000000) WHERE NOT ignore(SHA256(toString(number)))"
     answers: list[Any] = []
     slow = threading.Thread(target=lambda: answers.append(client.query(slow_sql)), daemon=True)
     slow.start()
@@ -194,7 +195,7 @@ def test_when_every_reader_is_busy_the_endpoint_answers_429(store, serve, tmp_pa
             client.query("SELECT 1 AS one")
     finally:
         slow.join(30)
-    assert answers and answers[0].rows == [(6_000_000,)]
+    assert answers and answers[0].rows == [(30_000_000,)]
     assert client.query("SELECT 1 AS one").rows == [(1,)]
 
 
