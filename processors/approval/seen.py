@@ -13,7 +13,19 @@ from typing import Protocol, runtime_checkable
 
 from processors.approval.exceptions import SeenStoreError
 
-__all__ = ["SeenStore", "InMemorySeenStore", "SqliteSeenStore"]
+__all__ = ["SeenStore", "InMemorySeenStore", "SqliteSeenStore", "connect_durable"]
+
+
+def connect_durable(path: Path, timeout_s: float) -> sqlite3.Connection:
+    """A SQLite file for single-host state that must survive a crash: WAL, every commit
+    on disk before it returns (``synchronous=FULL``), autocommit, usable from any thread
+    (callers serialize with their own lock). Creates the folder. Raises OSError or
+    sqlite3.Error."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, timeout=timeout_s, isolation_level=None, check_same_thread=False)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    return db
 
 
 @runtime_checkable
@@ -79,12 +91,7 @@ class SqliteSeenStore:
         self._lock = threading.Lock()
         self._claims = 0
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(
-                self.path, timeout=timeout_s, isolation_level=None, check_same_thread=False
-            )
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
+            self._db = connect_durable(self.path, timeout_s)
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS claimed_approvals ("
                 " approval_id TEXT PRIMARY KEY,"

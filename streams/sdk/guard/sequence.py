@@ -13,6 +13,7 @@ import sqlite3
 import threading
 from pathlib import Path
 
+from processors.approval.seen import connect_durable
 from processors.exceptions import ConfigError
 
 __all__ = ["SequenceStore"]
@@ -23,12 +24,7 @@ class SequenceStore:
         self.path = Path(path)
         self._lock = threading.Lock()
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(
-                self.path, timeout=timeout_s, isolation_level=None, check_same_thread=False
-            )
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=FULL")
+            self._db = connect_durable(self.path, timeout_s)
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS sequences (agent_id TEXT PRIMARY KEY, last INTEGER)"
             )
