@@ -66,6 +66,7 @@ The package, one responsibility a module:
 - :mod:`.store` -- :class:`PolicyStore`, the active bundle, swapped by control commands;
 - :mod:`.check` -- :class:`PolicyCheck`, the layer;
 - :mod:`.cases` -- policy test tables (``*.cases.json``);
+- :mod:`.whatif` -- :func:`replay`: recorded intents against a draft bundle, before publishing;
 - :mod:`.exceptions` -- :class:`PolicyError` and its subclasses.
 """
 
@@ -90,6 +91,19 @@ from processors.layers.policy.exceptions import (
 )
 from processors.layers.policy.request import PolicyDecision, PolicyRequest, resource_attributes
 from processors.layers.policy.store import CONTROL_SUBJECT, PolicyStore
+from processors.layers.policy.whatif import (
+    MAX_REPLAY,
+    Effect,
+    PolicyClass,
+    PolicyJudgement,
+    RecordedIntent,
+    WhatIfError,
+    WhatIfReport,
+    WhatIfRow,
+    compile_draft,
+    recorded_policy_ids,
+    replay,
+)
 
 # ``iso_ms`` here has always meant whole seconds (the policy CLI prints it); the name is
 # kept for its callers. New code: processors.timefmt.iso_seconds.
@@ -121,4 +135,15 @@ __all__ = [
     "load_cases",
     "cases_from_document",
     "run_cases",
+    "MAX_REPLAY",
+    "WhatIfError",
+    "Effect",
+    "PolicyClass",
+    "PolicyJudgement",
+    "RecordedIntent",
+    "WhatIfRow",
+    "WhatIfReport",
+    "compile_draft",
+    "recorded_policy_ids",
+    "replay",
 ]
