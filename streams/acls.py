@@ -15,11 +15,13 @@ gate     read intents, outcomes, control, gate-state; write approved, denied, re
 notary   read lineage, lineage-log, checkpoints; write lineage-log, checkpoints, rejected
          (lineage it refuses); group and transactional id ``<root>.notary[.…]``
 sink     read what it stores (lineage-log, approved, denied, review, rejected, outcomes,
-         checkpoints); write rejected (its own poison records); see lineage (its topic
-         check); group and transactional ids ``<root>.sink[.…]``
+         checkpoints, intents); write rejected (its own poison records); see lineage (its
+         topic check); group and transactional ids ``<root>.sink[.…]``
 operator write control, in a transaction per key (``<root>.operator.<key id>``); read every
          topic (see gate-state); groups ``<root>.operator[.…]``, ``<root>.reader.…``
-console  read every topic but gate-state; groups ``<root>.console[.…]``, ``<root>.reader.…``
+console  read every topic but gate-state; write control (relaying commands operators
+         signed in their browsers), in a transaction (``<root>.console[.…]``); groups
+         ``<root>.console[.…]``, ``<root>.reader.…``
 executor read approved (its group: ``<root>.executor[.…]``); write outcomes
 agent    write intents
 guard    an agent that executes its own tool calls (``streams/sdk/guard``): write intents
@@ -33,7 +35,7 @@ plus PREFIXED ``<root>.<role>.`` (see ``streams/names.py``): they govern joining
 committing its offsets and using a transactional id (so no role can fence another); a
 Fetch is authorized by TOPIC READ alone, whatever group a reader names. READ and WRITE
 imply DESCRIBE. Nobody needs IDEMPOTENT_WRITE: every principal that produces may write some
-topic, and read-only principals never build a producer.
+topic (which the broker takes as leave to produce idempotently).
 """
 
 from __future__ import annotations
@@ -104,12 +106,22 @@ _TOPICS: dict[str, tuple[Sequence[str], Sequence[str], Sequence[str]]] = {
         (),
     ),
     "sink": (
-        ("lineage-log", "approved", "denied", "review", "rejected", "outcomes", "checkpoints"),
+        (
+            "lineage-log",
+            "approved",
+            "denied",
+            "review",
+            "rejected",
+            "outcomes",
+            "checkpoints",
+            "intents",
+        ),
         ("rejected",),
         ("lineage",),  # its start-up check of the notary's topics looks at lineage
     ),
     "operator": (_VIEWABLE, ("control",), ("gate-state",)),
-    "console": (_VIEWABLE, (), ()),
+    # control: operator commands signed in the browser; the gate checks their signatures
+    "console": (_VIEWABLE, ("control",), ()),
     "executor": (("approved",), ("outcomes",), ()),
     "agent": ((), ("intents",), ()),
     "guard": (("approved", "denied", "review", "rejected"), ("intents", "outcomes"), ()),
@@ -127,7 +139,7 @@ _GROUPS: dict[str, Sequence[str]] = {
     "guard": ("guard",),
 }
 
-_TRANSACTIONAL = ("gate", "notary", "sink", "operator")
+_TRANSACTIONAL = ("gate", "notary", "sink", "operator", "console")
 
 _B = TypeVar("_B", bound=AclBinding)
 

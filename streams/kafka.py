@@ -43,12 +43,11 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient
 
-from processors.exceptions import ConfigError, TrustplaneError
+from processors.exceptions import TrustplaneError
 
 __all__ = [
     "KafkaEndpoint",
     "PlainEndpoint",
-    "READ_ONLY_PRINCIPALS",
     "AUTHORIZATION_ERRORS",
     "explain_denied",
     "explain_client_error",
@@ -93,10 +92,6 @@ class PlainEndpoint:
     def kafka_config(self) -> dict[str, str | int | float | bool]:
         return {"bootstrap.servers": self.bootstrap_servers}
 
-
-READ_ONLY_PRINCIPALS = frozenset({"console"})
-"""Roles that may write no topic (``streams/acls.py``). An idempotent producer needs WRITE
-on some topic (or CLUSTER IDEMPOTENT_WRITE), so one built for them fails fatally."""
 
 AUTHORIZATION_ERRORS = {
     KafkaError.TOPIC_AUTHORIZATION_FAILED: "TOPIC",
@@ -159,24 +154,15 @@ def explain_denied(
         return f"{who} lacks TRANSACTIONAL_ID WRITE on {what}: {error.str()}; {fix}"
     return (
         f"{who} may not do this on the cluster (CLUSTER_AUTHORIZATION_FAILED): "
-        f"{error.str()}. An idempotent producer needs WRITE on some topic: a read-only "
-        f"principal ({', '.join(sorted(READ_ONLY_PRINCIPALS))}) must not produce"
+        f"{error.str()}. An idempotent producer needs WRITE on some topic; a principal "
+        "that writes none (streams/acls.py) cannot produce"
     )
 
 
 def producer(endpoint: KafkaEndpoint, overrides: Overrides | None = None) -> Producer:
-    """An idempotent producer (``acks=all``); ``overrides`` are librdkafka settings.
-
-    Refused for a read-only principal: it would fail later, fatally, with
-    CLUSTER_AUTHORIZATION_FAILED (an idempotent producer needs WRITE on some topic)."""
+    """An idempotent producer (``acks=all``); ``overrides`` are librdkafka settings."""
     config = {**endpoint.kafka_config(), "enable.idempotence": True, **(overrides or {})}
     principal = _principal(config)
-    if principal in READ_ONLY_PRINCIPALS:
-        raise ConfigError(
-            f"principal {principal!r} is read-only and may not produce",
-            hint="run this as a principal that writes (operator for control commands, "
-            "agent for intents, executor for outcomes): TRUSTPLANE_KAFKA_PRINCIPAL",
-        )
     built = _Producer(config)
     built.principal = principal
     built.transactional_id = str(config.get("transactional.id") or "")

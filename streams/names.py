@@ -22,7 +22,8 @@ transactional id::
     <root>.operator.<key id>         an operator key's transactional id (its control history)
     <root>.executor                  executors' group (ApprovalConsumer)
     <root>.reader.<random>           OutcomeReader's anonymous groups (operator, console)
-    <root>.console                   the console's groups
+    <root>.console.<purpose>         the console's groups
+    <root>.console[.<suffix>]        the console's transactional id (control commands it relays)
 
 :mod:`streams.acls` grants each role LITERAL ``<root>.<role>`` and PREFIXED
 ``<root>.<role>.`` on GROUP (and TRANSACTIONAL_ID where it writes transactionally).
@@ -59,6 +60,7 @@ __all__ = [
     "executor_group",
     "reader_group",
     "console_group",
+    "console_transactional_id",
     "guard_group",
 ]
 
@@ -212,3 +214,11 @@ def guard_group(config: Any) -> str:
 
 def console_group(config: Any, purpose: str) -> str:
     return f"{role_root(config, 'console')}.{check_id(purpose, 'console group')}"
+
+
+def console_transactional_id(config: Any, suffix: str | None = None) -> str:
+    """The transactional id of a console relaying operator commands to ``control``:
+    ``<root>.console``, or ``<root>.console.<suffix>`` for one of several consoles (each
+    needs its own, or the newer fences the older)."""
+    name = role_root(config, "console")
+    return name if suffix is None else f"{name}.{check_id(suffix, 'console transactional id')}"

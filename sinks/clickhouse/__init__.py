@@ -13,10 +13,11 @@ The DDL is in ``schemas/sql/NNN_*.sql`` (applied once each, recorded in
 ``schema_migrations`` with a checksum); the analytics queries are in
 ``schemas/sql/queries/*.sql``. Both work on chDB and on ClickHouse 24.x.
 
-Writes are idempotent: every table is a ReplacingMergeTree keyed on the record id, and
-each block is inserted with an ``insert_deduplication_token`` (the SHA-256 of its
-content), so a retried flush is dropped at once and a redelivered record is merged
-away; the views read ``FINAL``, so queries never count a record twice.
+Writes are idempotent: every table is a ReplacingMergeTree keyed on the record id (lineage
+on its log index, intents on where they were read), and each block is inserted with an
+``insert_deduplication_token`` (the SHA-256 of its content), so a retried flush is dropped
+at once and a redelivered record is merged away; the views read ``FINAL``, so queries
+never count a record twice.
 
 Query results are read as ``JSONCompact`` from both backends and converted the same way,
 so the same query returns the same rows from chDB and from a server.
@@ -40,7 +41,7 @@ from sinks.clickhouse.queries import (
     run_named_query,
 )
 from sinks.clickhouse.results import parse_json_compact
-from sinks.clickhouse.rows import checkpoint_from_note, checkpoint_row, map_record
+from sinks.clickhouse.rows import checkpoint_from_note, checkpoint_row, intent_row, map_record
 from sinks.clickhouse.sink import ClickHouseSink
 from sinks.clickhouse.tables import TABLES, TOPIC_RECORDS, TableSpec
 
@@ -58,6 +59,7 @@ __all__ = [
     "get_named_query",
     "run_named_query",
     "map_record",
+    "intent_row",
     "parse_json_compact",
     "checkpoint_row",
     "checkpoint_from_note",

@@ -6,16 +6,20 @@ empty id (it would merge unrelated rows), a time ClickHouse cannot store, an emp
 string where ``''`` stands for null, and a lineage event the notary has not linked (no
 ``event_hash`` or ``log_index``: it was read from ``lineage``, not ``lineage-log``).
 Hand-made dicts not shaped like the record fail with a :class:`MappingError` too.
+Intents are refused as the gate refuses them (:func:`intent_row`).
 """
 
 from __future__ import annotations
 
 import base64
 import dataclasses
+import json
 import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from processors.exceptions import ValidationError
+from processors.intent import Intent
 from processors.log.checkpoint import Checkpoint, CheckpointError
 from processors.records import (
     LINEAGE_VERDICT_COLUMNS,
@@ -24,12 +28,13 @@ from processors.records import (
     Store,
     StoredRecord,
     columns_of_field,
+    digest,
     store_of,
 )
 from sinks.base import MappingError
 from sinks.clickhouse.tables import RECORD_TYPES, TOPIC_RECORDS
 
-__all__ = ["map_record", "checkpoint_row", "checkpoint_from_note"]
+__all__ = ["map_record", "intent_row", "checkpoint_row", "checkpoint_from_note"]
 
 # DateTime64(3) covers 1900-01-01 .. 2299-12-31; refuse times outside instead of storing junk
 _MIN_MS = -2_208_988_800_000
@@ -219,6 +224,11 @@ def map_record(
     ``partition``/``offset`` say where it was read. Raises :class:`MappingError` with a
     Rejection ``reason_code``.
     """
+    if topic == "intents":
+        raise MappingError(
+            "wrong_record_type",
+            "an intent's row is built from its exact bytes and key: use intent_row()",
+        )
     expected = TOPIC_RECORDS.get(topic)
     if expected is None:
         hint = " (lineage is stored from lineage-log)" if topic == "lineage" else ""
@@ -243,6 +253,63 @@ def map_record(
     if table == "decisions":
         row["kafka_topic"] = topic
     return table, row
+
+
+# -- intents (the exact bytes the gate decides on) ------------------------------------
+
+
+def intent_row(
+    record: Mapping[str, Any],
+    value: bytes,
+    *,
+    key: bytes | None,
+    partition: int,
+    offset: int,
+) -> dict[str, Any]:
+    """The ``intents`` row of a decoded Intent ``record`` read at ``partition``/``offset``.
+
+    ``value`` is the exact Kafka value the record was decoded from: the row keeps it
+    (base64) and its digest, computed as the gate computes the ``intent_digest`` of its
+    approvals, decisions and lineage. The record is validated as the gate validates it
+    (:meth:`processors.intent.Intent.from_record`, with the Kafka ``key``): what the
+    gate rejects raises :class:`MappingError` with the gate's reason code.
+    """
+    try:
+        intent = Intent.from_record(record, key=key)
+    except ValidationError as exc:
+        raise MappingError(exc.code, exc.reason) from exc
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise MappingError("invalid_field", f"the Intent record is malformed: {exc!r}") from exc
+    runtime = intent.runtime
+    return {
+        "intent_id": intent.intent_id,
+        "agent_id": intent.agent_id,
+        "action": intent.action,
+        "resource": intent.resource,
+        "parameters_json": _json_object(intent.parameters, "parameters"),
+        "context_json": _json_object(intent.context, "context"),
+        "runtime_id": runtime.runtime_id,
+        "environment": runtime.environment,
+        "code_digest": runtime.code_digest,
+        "config_digest": runtime.config_digest,
+        "host": runtime.host,
+        "sequence": intent.sequence,
+        "issued_at_ms": _ms(intent.issued_at_ms, "issued_at_ms"),
+        "expires_at_ms": _ms(intent.expires_at_ms, "expires_at_ms"),
+        "nonce": intent.nonce,
+        "key_id": intent.key_id,
+        "intent_digest": digest(value),
+        "record_b64": base64.b64encode(value).decode("ascii"),
+        "kafka_partition": partition,
+        "kafka_offset": offset,
+    }
+
+
+def _json_object(values: Mapping[str, Any], name: str) -> str:
+    try:
+        return json.dumps(dict(values), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise MappingError("invalid_field", f"{name} cannot be written as JSON: {exc}") from exc
 
 
 # -- checkpoints (signed notes, not Avro) -------------------------------------------

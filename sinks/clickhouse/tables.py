@@ -5,6 +5,8 @@ The columns of a record's table come from its dataclass in ``processors/records.
 it read the record (:data:`SINK_COLUMNS`). Columns the sink never writes (``ingested_at``,
 ``occurred_at`` and the like) are computed by ClickHouse from their ``DEFAULT``.
 ``tests/processors/test_records.py`` checks this against the ``.avsc`` and the ``.sql``.
+Two tables are not record tables: ``checkpoints`` (signed notes) and ``intents`` (the
+intents as agents sent them, with their exact bytes: :data:`INTENT_COLUMNS`).
 """
 
 from __future__ import annotations
@@ -25,7 +27,14 @@ from processors.records import (
 )
 from sinks.base import SinkError
 
-__all__ = ["TableSpec", "TABLES", "TOPIC_RECORDS", "SINK_COLUMNS", "RECORD_TYPES"]
+__all__ = [
+    "TableSpec",
+    "TABLES",
+    "TOPIC_RECORDS",
+    "SINK_COLUMNS",
+    "RECORD_TYPES",
+    "INTENT_COLUMNS",
+]
 
 
 @dataclass(frozen=True)
@@ -96,6 +105,32 @@ def _record_table(record_type: type[StoredRecord]) -> TableSpec:
     )
 
 
+INTENT_COLUMNS = (
+    "intent_id",
+    "agent_id",
+    "action",
+    "resource",
+    "parameters_json",
+    "context_json",
+    "runtime_id",
+    "environment",
+    "code_digest",
+    "config_digest",
+    "host",
+    "sequence",
+    "issued_at_ms",
+    "expires_at_ms",
+    "nonce",
+    "key_id",
+    "intent_digest",
+    "record_b64",
+    "kafka_partition",
+    "kafka_offset",
+)
+"""The columns of an ``intents`` row (``schemas/sql/010_intents.sql``). Intents are not a
+stored record type: a row is built from the validated Intent and the exact record bytes
+(:func:`sinks.clickhouse.rows.intent_row`), always where the sink read it."""
+
 TABLES: dict[str, TableSpec] = {
     spec.name: spec
     for spec in (
@@ -106,6 +141,7 @@ TABLES: dict[str, TableSpec] = {
             ("origin", "tree_size", "root_hash", "note", "created_at_ms"),
             {},
         ),
+        TableSpec("intents", "intents_raw", INTENT_COLUMNS, {}),
     )
 }
 """Every table the sink writes, by logical name."""
@@ -117,8 +153,11 @@ TOPIC_RECORDS: dict[str, tuple[str, str]] = {
     "review": (Decision.AVRO_NAME, Decision.TABLE),
     "rejected": (Rejection.AVRO_NAME, Rejection.TABLE),
     "outcomes": (OutcomeReport.AVRO_NAME, OutcomeReport.TABLE),
+    "intents": ("dev.trustplane.Intent", "intents"),
 }
 """Logical topic -> (the record type it carries, the table its rows go to). Lineage is
 read from ``lineage-log``, the notary's linked events, never from the unlinked
 ``lineage``: every row of ``lineage_events`` carries its ``event_hash``, ``prev_hash``
-and ``log_index`` and can be proven against a signed checkpoint."""
+and ``log_index`` and can be proven against a signed checkpoint. An intent's row needs
+the record's bytes and key: :func:`~sinks.clickhouse.rows.intent_row` builds it, not
+:func:`~sinks.clickhouse.rows.map_record`."""

@@ -1,9 +1,10 @@
 """The Kafka -> ClickHouse lineage sink, and the read-only SQL endpoint beside it.
 
-``trustplane sink`` reads ``lineage``, ``approved``, ``denied``, ``review``,
-``rejected`` and ``outcomes`` (consumer group ``<group_id>-sink``, ``read_committed``,
-no auto-commit), decodes each record with the codec, maps it to a row
-(:func:`sinks.clickhouse.map_record`) and buffers it. Every ``sink_batch_rows`` records
+``trustplane sink`` reads ``lineage-log``, ``approved``, ``denied``, ``review``,
+``rejected``, ``outcomes``, ``checkpoints`` and ``intents`` (consumer group
+``<group_id>.sink``, ``read_committed``, no auto-commit), decodes each record with the
+codec, maps it to a row (:func:`sinks.clickhouse.map_record`,
+:func:`~sinks.clickhouse.intent_row`) and buffers it. Every ``sink_batch_rows`` records
 or ``sink_batch_ms`` milliseconds it writes the rows to ClickHouse and only then commits
 the consumed offsets. A crash between the two redelivers the batch, and the tables absorb
 the duplicates (ReplacingMergeTree on the record id, insert deduplication tokens, FINAL
@@ -11,8 +12,9 @@ views): at-least-once into an idempotent store, so every record is counted exact
 
 A record that does not decode, or decodes to something that cannot be a row, is a
 poison record: it goes to ``rejected`` as a Rejection with the reason (which the sink
-then stores like any rejection), and the sink goes on. Rejections and offsets are
-committed in one Kafka transaction (``transactional.id`` ``<group_id>-sink-<worker_id>``)
+then stores like any rejection), and the sink goes on. A bad record on ``intents`` is
+counted and skipped instead: the gate rejects it already. Rejections and offsets are
+committed in one Kafka transaction (``transactional.id`` ``<group_id>.sink.<worker_id>``)
 after the ClickHouse write, so a ``read_committed`` reader sees each poison record
 rejected once, and a restarted sink fences its predecessor.
 
@@ -22,9 +24,9 @@ The embedded chDB folder can be open in one process only, so the sink serves SQL
 ``trustplane sql`` and the console query through it; with a ClickHouse URL they query
 the server directly.
 
-Modules: ``config`` (SINK_TOPICS, SinkConfig, build_sink), ``metrics``, ``runner`` (the
-Kafka loop), ``sql_server`` (QueryServer), ``sql_client`` (SinkQueryClient,
-open_query_target), ``service`` (run_sink), ``exceptions``.
+Modules: ``config`` (SINK_TOPICS, GATE_REJECTS, SinkConfig, build_sink), ``metrics``,
+``runner`` (the Kafka loop), ``sql_server`` (QueryServer), ``sql_client``
+(SinkQueryClient, open_query_target), ``service`` (run_sink), ``exceptions``.
 """
 
 from streams.sink.config import SINK_TOPICS, SinkConfig, build_sink

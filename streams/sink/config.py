@@ -10,11 +10,25 @@ from sinks.clickhouse import ClickHouseSink
 from streams.config import Settings
 from streams.sink.exceptions import SinkRunError
 
-__all__ = ["SINK_TOPICS", "SinkConfig", "build_sink"]
+__all__ = ["SINK_TOPICS", "GATE_REJECTS", "SinkConfig", "build_sink"]
 
-SINK_TOPICS = ("lineage-log", "approved", "denied", "review", "rejected", "outcomes", "checkpoints")
-"""``checkpoints`` carries the notary's signed notes (text, not Avro)."""
-"""Logical topics the sink reads."""
+SINK_TOPICS = (
+    "lineage-log",
+    "approved",
+    "denied",
+    "review",
+    "rejected",
+    "outcomes",
+    "checkpoints",
+    "intents",
+)
+"""Logical topics the sink reads. ``checkpoints`` carries the notary's signed notes (text,
+not Avro); ``intents`` what agents sent (the gate, not the sink, rejects what is bad there:
+:data:`GATE_REJECTS`)."""
+
+GATE_REJECTS = frozenset({"intents"})
+"""Topics whose bad records the gate sends to ``rejected``: the sink counts and skips them
+(a Rejection of its own would have the gate's rejection id, and replace the gate's)."""
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,17 @@
-"""The sink's Prometheus metrics, on an injectable registry."""
+"""The sink's Prometheus metrics, on an injectable registry.
+
+Besides what the sink counts, two health values for the Infrastructure Health Dashboard
+(``infra/prometheus/README.md``): how far the sink's consumer is behind
+(``trustplane_consumer_lag{topic,partition}``, read at each scrape once
+:meth:`SinkMetrics.watch_consumer` was given the consumer) and when it last wrote to
+ClickHouse (``trustplane_sink_last_flush_timestamp_seconds``, set by :meth:`flushed`).
+"""
 
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from streams.gate.metrics import ConsumerLagCollector, LagSource
 
 __all__ = ["SinkMetrics"]
 
@@ -26,6 +35,12 @@ class SinkMetrics:
             ["reason_code"],
             registry=r,
         )
+        self.skipped = Counter(
+            "trustplane_sink_skipped_total",
+            "Bad records skipped, not stored: the gate rejects them (by topic, reason code).",
+            ["topic", "reason_code"],
+            registry=r,
+        )
         self.flushes = Counter(
             "trustplane_sink_flushes_total", "ClickHouse writes, by result.", ["result"], registry=r
         )
@@ -44,3 +59,18 @@ class SinkMetrics:
         self.assigned = Gauge(
             "trustplane_sink_assigned_partitions", "Partitions this sink owns.", registry=r
         )
+        self.last_flush = Gauge(
+            "trustplane_sink_last_flush_timestamp_seconds",
+            "When the sink last wrote a batch to ClickHouse (Unix seconds; 0: not yet).",
+            registry=r,
+        )
+        self._consumers: list[LagSource] = []
+        self.registry.register(ConsumerLagCollector(lambda: tuple(self._consumers)))
+
+    def watch_consumer(self, consumer: LagSource) -> None:
+        """Export the lag of ``consumer`` (the sink's loop consumer) at each scrape."""
+        self._consumers = [consumer]
+
+    def flushed(self) -> None:
+        """A batch was written to ClickHouse now."""
+        self.last_flush.set_to_current_time()

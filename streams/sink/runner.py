@@ -2,7 +2,9 @@
 
 Each batch: rows are buffered in the store, poison records become Rejections; before the
 Kafka commit the store writes the rows (``before_commit``), and only then do the
-Rejections and the consumed offsets commit, in one transaction.
+Rejections and the consumed offsets commit, in one transaction. A bad record on a topic
+the gate rejects from (``intents``) is counted and skipped: the gate's Rejection of it is
+the one ``rejected`` carries.
 """
 
 from __future__ import annotations
@@ -20,13 +22,13 @@ from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
 from processors.records import SourcePosition, rejection_record
 from sinks.base import MappingError, Sink, SinkError
-from sinks.clickhouse import TOPIC_RECORDS, checkpoint_from_note, map_record
+from sinks.clickhouse import TOPIC_RECORDS, checkpoint_from_note, intent_row, map_record
 from streams import kafka, names
 from streams.codec import Codec, DecodeError, default_codec
 from streams.config import Settings
 from streams.gatekeys import GateKeys, gate_jwks_path
 from streams.kafka import FillWithin, Record, RetryBatch, TransactionalLoop
-from streams.sink.config import SINK_TOPICS, SinkConfig
+from streams.sink.config import GATE_REJECTS, SINK_TOPICS, SinkConfig
 from streams.sink.exceptions import SinkRunError
 from streams.sink.metrics import SinkMetrics
 from streams.sink.verify import RecordVerifier
@@ -73,6 +75,7 @@ class SinkRunner:
         self.records = 0
         self.rows = 0
         self.poison = 0
+        self.skipped = 0
         self.last_commit_ms = 0
         self.last_error: str | None = None
         # a static member that rejoins gets its cached assignment back, even with a new
@@ -117,6 +120,7 @@ class SinkRunner:
             "records": self.records,
             "rows": self.rows,
             "poison": self.poison,
+            "skipped": self.skipped,
             "flushes": self.flushes,
             "last_commit_ms": self.last_commit_ms,
             "last_error": self.last_error,
@@ -204,35 +208,37 @@ class SinkRunner:
         value = message.value() or b""
         partition = message.partition() or 0
         offset = message.offset() or 0
-        expected = TOPIC_RECORDS.get(topic, ("", ""))[0] or None
         try:
-            if topic == "checkpoints":
-                _, timestamp_ms = message.timestamp()
-                self.sink.add("checkpoints", checkpoint_from_note(value, timestamp_ms))
-                return "checkpoints"
-            record = self.codec.decode(value, expected)
-            self.verifier.check(topic, record)
-            table, row = map_record(topic, record, partition=partition, offset=offset)
+            table, row = self._row(topic, message, value, partition, offset)
             self.sink.add(table, row)
+            return table
         except (DecodeError, MappingError) as exc:
-            rejections.append(
-                self._reject(message, raw_topic, partition, offset, exc.code, exc.reason)
-            )
-            return None
+            code, reason = exc.code, exc.reason
         except Exception as exc:  # noqa: BLE001 - a mapping bug must not stall the sink forever
             log.exception("unexpected error storing %s/%d@%d", raw_topic, partition, offset)
-            rejections.append(
-                self._reject(
-                    message,
-                    raw_topic,
-                    partition,
-                    offset,
-                    "internal_error",
-                    f"{type(exc).__name__}: {exc}",
-                )
-            )
-            return None
-        return table
+            code, reason = "internal_error", f"{type(exc).__name__}: {exc}"
+        if topic in GATE_REJECTS:
+            self._skip(topic, raw_topic, partition, offset, code, reason)
+        else:
+            rejections.append(self._reject(message, raw_topic, partition, offset, code, reason))
+        return None
+
+    def _row(
+        self, topic: str, message: Message, value: bytes, partition: int, offset: int
+    ) -> tuple[str, dict[str, Any]]:
+        """The table and row of one message; DecodeError or MappingError if it has none."""
+        if topic == "checkpoints":
+            _, timestamp_ms = message.timestamp()
+            return "checkpoints", checkpoint_from_note(value, timestamp_ms)
+        if topic == "intents":
+            # the gate's size limit and validation: stored are the intents it decides on
+            record = self.codec.decode(value, "Intent", max_bytes=self.settings.max_intent_bytes)
+            row = intent_row(record, value, key=message.key(), partition=partition, offset=offset)
+            return "intents", row
+        expected = TOPIC_RECORDS.get(topic, ("", ""))[0] or None
+        record = self.codec.decode(value, expected)
+        self.verifier.check(topic, record)
+        return map_record(topic, record, partition=partition, offset=offset)
 
     def _reject(
         self, message: Message, topic: str, partition: int, offset: int, code: str, reason: str
@@ -250,6 +256,20 @@ class SinkRunner:
         self.metrics.poison.labels(code).inc()
         self.poison += 1
         return Record(self._rejected_topic, message.key(), self.codec.encode("Rejection", record))
+
+    def _skip(
+        self, topic: str, raw_topic: str, partition: int, offset: int, code: str, reason: str
+    ) -> None:
+        log.info(
+            "skipping %s/%d@%d (%s), the gate rejects it: %s",
+            raw_topic,
+            partition,
+            offset,
+            code,
+            reason,
+        )
+        self.metrics.skipped.labels(topic, code).inc()
+        self.skipped += 1
 
     # -- rebalance
 

@@ -8,6 +8,7 @@ by a real notary, read from lineage-log) and outcomes land in the store.
 
 from __future__ import annotations
 
+import base64
 import collections
 import contextlib
 import functools
@@ -122,6 +123,9 @@ class SinkProcess:
 
     def health(self) -> dict[str, Any]:
         return self.client.health() or {}
+
+    def count_of(self, table: str) -> int:
+        return int(self.query(f"SELECT count() FROM {table}").rows[0][0])  # noqa: S608
 
     def query(self, sql: str) -> QueryResult:
         return self.client.query(sql)
@@ -568,6 +572,106 @@ def test_a_real_gate_workers_lineage_and_outcomes_land_in_the_store(
             "the rejection",
             sink,
         )
+
+
+def test_intents_land_with_their_parameters_and_join_their_decisions_by_digest(
+    settings_factory: Callable[..., Settings],
+    worker_factory: Callable[[Settings], Any],
+    sink_factory: Callable[[Settings], SinkProcess],
+) -> None:
+    """The sink stores every intent the gate decides on, keyed to its approval or denial
+    and its lineage by the digest of the exact record; a record on `intents` that does not
+    decode is the gate's to reject: the sink counts it, skips it and goes on."""
+    from streams.dev.estate import setup_estate
+
+    bulk = Path(__file__).parent / "data" / "anomaly-bulk.toml"
+    settings = settings_factory(anomaly_config_path=bulk)
+    estate = setup_estate(settings)
+    published: dict[str, dict[str, Any]] = {}
+    with IntentPublisher(settings) as publisher:
+        for n in range(20):
+            if n == 10:  # in the middle, so later intents show the sink went on
+                publisher.publish_raw(b"billing-agent", b"\x00not an intent")
+            if n % 2:
+                intent = estate.intent(
+                    "billing-agent",
+                    "payments.transfer",
+                    f"acct:ACME-{n}",
+                    amount=100.0 + n,
+                    currency="EUR",
+                    memo=f"invoice {n}",
+                )
+            else:
+                intent = estate.intent(
+                    "support-bot", "payments.transfer", f"acct:ACME-{n}", amount=n + 0.5
+                )
+            publisher.publish(intent)
+            published[intent["intent_id"]] = intent
+    with running_notary(settings):
+        worker_factory(settings).start()
+        sink = sink_factory(settings).start("--batch-ms", "200")
+
+        def stored() -> bool:
+            decided = sink.query("SELECT count() FROM intent_decisions").rows[0][0]
+            return bool(sink.count_of("intents") == 20 and decided == 20)
+
+        wait_for(stored, 90, "20 intents and their decisions", sink)
+        rows = sink.query(
+            "SELECT intent_id, agent_id, action, parameters_json, environment, sequence, "
+            "intent_digest, record_b64 FROM intents"
+        ).dicts()
+        assert {r["intent_id"] for r in rows} == set(published)
+        for row in rows:
+            intent = published[row["intent_id"]]
+            assert (row["agent_id"], row["action"]) == (intent["agent_id"], intent["action"])
+            assert json.loads(row["parameters_json"]) == intent["parameters"]
+            assert row["environment"] == intent["runtime"]["environment"]
+            assert row["sequence"] == intent["sequence"]
+            assert row["intent_digest"] == digest(base64.b64decode(row["record_b64"]))
+
+        # each intent's digest is its decision's: approvals, decisions, lineage
+        joined = sink.query(
+            "SELECT i.intent_id, a.intent_digest = i.intent_digest AS approval, "
+            "d.intent_digest = i.intent_digest AS decision, "
+            "l.attributes['intent_digest'] = i.intent_digest AS lineage "
+            "FROM intents AS i "
+            "LEFT JOIN approvals AS a ON a.intent_id = i.intent_id "
+            "LEFT JOIN decisions AS d ON d.intent_id = i.intent_id "
+            "LEFT JOIN (SELECT intent_id, attributes FROM lineage_events "
+            "  WHERE stage = 'enforcement') AS l ON l.intent_id = i.intent_id"
+        ).dicts()
+        assert len(joined) == 20
+        for row in joined:
+            assert (row["approval"] or row["decision"]) and row["lineage"], row
+        by_digest = sink.query(
+            "SELECT count() FROM approvals AS a "
+            "INNER JOIN intents AS i ON i.intent_digest = a.intent_digest"
+        ).rows[0][0]
+        assert by_digest == sink.count_of("approvals") > 0
+        denied = sink.query(
+            "SELECT count() FROM decisions AS d "
+            "INNER JOIN intents AS i ON i.intent_digest = d.intent_digest "
+            "WHERE i.agent_id = 'support-bot'"
+        ).rows[0][0]
+        assert denied == 10, "no policy permits support payments"
+
+        # the undecodable record: the gate rejected it (once), the sink skipped it
+        wait_for(lambda: sink.count_of("rejections") == 1, 30, "the gate's rejection", sink)
+        rejection = sink.query("SELECT worker, reason_code FROM rejections").dicts()[0]
+        assert rejection["reason_code"] == "not_avro"
+        assert not rejection["worker"].startswith("sink-")
+        health = sink.health()
+        assert (health["skipped"], health["poison"]) == (1, 0)
+        metrics = _get(f"http://127.0.0.1:{sink.port}/metrics")
+        skipped = [
+            line
+            for line in metrics.splitlines()
+            if line.startswith("trustplane_sink_skipped_total{")
+            and 'topic="intents"' in line
+            and 'reason_code="not_avro"' in line
+        ]
+        assert [line.rsplit(" ", 1)[1] for line in skipped] == ["1.0"], metrics
+        assert sink.proc is not None and sink.proc.poll() is None
 
 
 def _get(url: str) -> str:

@@ -125,7 +125,7 @@ def test_who_writes_each_topic() -> None:
         "rejected": {"gate", "notary", "sink"},
         "lineage": {"gate"},
         "outcomes": {"executor", "guard"},
-        "control": {"gate", "operator"},
+        "control": {"gate", "operator", "console"},
         "gate-state": {"gate"},
         "lineage-log": {"notary"},
         "checkpoints": {"notary"},
@@ -155,11 +155,20 @@ def test_a_faust_table_of_the_gate_gets_its_changelog_created_and_no_more(
     }
 
 
-def test_read_only_roles_write_nothing_and_transact_nothing() -> None:
-    for role in ("console",):
-        assert not [g for g in grants(ESTATE, [role]) if g.operation in ("WRITE", "CREATE")]
+def test_the_console_writes_only_control_and_transacts_under_its_own_name() -> None:
+    writes = {
+        (g.resource, g.name.removeprefix("prod."))
+        for g in grants(ESTATE, ["console"])
+        if g.operation in ("WRITE", "CREATE")
+    }
+    root = names.console_transactional_id(ESTATE)
+    assert writes == {
+        ("TOPIC", "control"),
+        ("TRANSACTIONAL_ID", root),
+        ("TRANSACTIONAL_ID", root + "."),
+    }
     transactional = {g.principal for g in grants(ESTATE) if g.resource == "TRANSACTIONAL_ID"}
-    assert transactional == {"gate", "notary", "sink", "operator"}
+    assert transactional == {"gate", "notary", "sink", "operator", "console"}
 
 
 def test_the_sink_reads_what_it_stores_and_the_gate_what_it_decides_on() -> None:

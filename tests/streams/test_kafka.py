@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
-from processors.exceptions import ConfigError, TrustplaneError
+from processors.exceptions import TrustplaneError
 from streams import kafka
 from streams.kafka import Record, RetryBatch, TransactionalLoop, UpToDeadline, explain_denied
 from streams.sdk.config import ClientConfig, Secret
@@ -267,12 +267,6 @@ def test_a_consumer_refused_its_group_stops_the_loop_and_names_the_group() -> No
     )
     with pytest.raises(LoopError, match="User:sink lacks GROUP READ on consumer group root.gate"):
         loop.run_once()
-
-
-def test_a_read_only_principal_gets_no_producer() -> None:
-    console = ClientConfig("127.0.0.1:9", username="console", password=Secret("p"))
-    with pytest.raises(ConfigError, match="'console' is read-only and may not produce"):
-        kafka.producer(console)
 
 
 def test_faust_gets_the_same_credentials() -> None:
