@@ -6,6 +6,10 @@ load), the gate's approval signing keyring, its public JWKS for executors, and t
 gate state key (the secret the workers seal ``gate-state`` with). In production,
 operator keys live with operators, and only the JWKS files are shipped to workers and
 executors; the gate state key is shared by the gate workers and nobody else.
+
+Operator keys beyond the trust root (the keys operators' browsers hold in the console) are
+enrolled by a root key with a command on ``control`` (:func:`enroll_operator`,
+:func:`retire_operator`); :func:`read_operators` replays ``control`` to list them.
 """
 
 from __future__ import annotations
@@ -24,23 +28,34 @@ from processors.approval.keyring import SigningKeyring
 from processors.control import (
     ControlHistoryError,
     ControlResult,
+    ControlState,
     HistoryProblem,
     LogEntry,
     Signer,
     sign_command,
 )
 from processors.control.commands import Refused
-from processors.control.history import CommandVerifier, ControlLog
+from processors.control.history import ControlLog
+from processors.control.operators import (
+    ENROLL_KIND,
+    OPERATOR_KINDS,
+    RETIRE_KIND,
+    check_label,
+    parse_operator_key,
+)
 from processors.crypto.keys import (
     KeyEntry,
     KeyError_,
     KeyFileError,
     Keyset,
+    KeysetError,
     SigningKey,
     generate_signing_key,
     load_private_key,
     save_private_key,
 )
+from processors.exceptions import TrustplaneError
+from processors.timefmt import iso_ms
 from streams import kafka, names
 from streams.codec import default_codec
 from streams.config import Settings
@@ -51,7 +66,12 @@ __all__ = [
     "LocalKeys",
     "ensure_local_keys",
     "OperatorClient",
+    "OperatorCommandRefused",
     "agent_key",
+    "enroll_operator",
+    "retire_operator",
+    "read_operators",
+    "root_keyset",
     "PublishError",
     "ControlHistoryError",
 ]
@@ -59,6 +79,16 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 PUBLISH_ATTEMPTS = 3
+
+
+class OperatorCommandRefused(TrustplaneError):
+    """A command the workers refuse (or refused when they read it): nothing changed."""
+
+    def __init__(
+        self, reason: str, *, hint: str | None = None, result: ControlResult | None = None
+    ) -> None:
+        super().__init__(reason, hint=hint)
+        self.result = result
 
 
 @dataclass(frozen=True)
@@ -113,6 +143,10 @@ class OperatorClient:
     """Signs control commands with an operator key, as the next of the key's history on
     ``control``, and publishes each in its own transaction.
 
+    The key is a root key (of the operator keyset file) or a key a root key enrolled on
+    ``control`` (``operator.enroll``): the client reads the topic before its first
+    command, as the workers do, and refuses to sign with a key they would not trust now.
+
     Raises :class:`ControlHistoryError` when the key's history on the topic is broken
     (workers refuse to start on it: another key must act) and :class:`PublishError` when
     a command cannot be published.
@@ -130,36 +164,73 @@ class OperatorClient:
         self.transactional_id = names.operator_transaction(settings, self.key.kid)
         self._producer: Producer | None = None
         self._log: ControlLog | None = None
+        self._state: ControlState | None = None
 
     # -- the key's history ------------------------------------------------------------
 
     def _keyset(self) -> Keyset:
-        """The operator keyset (for the key windows the workers judge by), or this key."""
+        """The root operator keyset (for the key windows the workers judge by), or this
+        key when there is no keyset file."""
         path = self.settings.resolved_operator_keys_path
         if not path.exists():
             return Keyset([KeyEntry(self.key.kid, self.key.public_key)])
         keyset = Keyset.from_file(path)
-        try:
-            keyset.key_for(self.key.kid, time.time_ns() // 1_000_000)
-        except KeyError_ as exc:
-            raise PublishError(
-                f"the workers would refuse commands signed with key {self.key.kid!r}: {exc.reason}",
-                hint=f"use an operator key of {path} that is valid now",
-            ) from None
+        if self.key.kid in keyset:  # a key not in the file may be enrolled: _read_history
+            try:
+                keyset.key_for(self.key.kid, _now_ms())
+            except KeyError_ as exc:
+                raise PublishError(
+                    f"the workers would refuse commands signed with key {self.key.kid!r}: "
+                    f"{exc.reason}",
+                    hint=f"use an operator key of {path} that is valid now",
+                ) from None
         return keyset
 
     def _read_history(self) -> ControlLog:
-        from streams.gate.control import ControlFollower
-
-        reader = _HistoryReader(ControlLog(CommandVerifier(self._keyset())), self.signer)
-        follower = ControlFollower(self.settings, reader)
+        reader = _HistoryReader(ControlState(self._keyset()), self.signer)
+        _read_control(self.settings, reader)
         try:
-            follower.catch_up(timeout=30)
-        finally:
-            follower.close()
-        for problem in reader.others:
-            log.warning("control history: %s", problem.reason)
-        return reader.log
+            reader.state.verifier.keys.key_for(self.key.kid, _now_ms())
+        except KeyError_ as exc:
+            raise PublishError(
+                f"the workers would refuse commands signed with key {self.key.kid!r}: {exc.reason}",
+                hint=f"sign with a root key of {self.settings.resolved_operator_keys_path}, or "
+                "have a root key enrol this one first (`trustplane operators add`)",
+            ) from None
+        self._state = reader.state
+        return reader.state.log
+
+    @property
+    def state(self) -> ControlState:
+        """The control state as this client read it before its first command: the
+        signers' histories and the operator keys (root and enrolled). The other layers'
+        kinds (kill switch, policy, ...) are not applied in it."""
+        self._start()
+        assert self._state is not None  # noqa: S101 - _start() read it
+        return self._state
+
+    def read_back(self, record: Mapping[str, Any], timeout: float = 30.0) -> ControlResult:
+        """Read ``control`` again up to its end and return what the workers' code made
+        of the command ``record`` (published earlier). The verdict is the workers' for
+        built-in kinds (agents, operators); other kinds read ``in place`` when admitted.
+        Raises :class:`PublishError` when the command is not in the log."""
+        command_id = str(record.get("command_id", ""))
+        found: list[ControlResult] = []
+
+        def keep(
+            reported: dict[str, Any] | None, result: ControlResult | None, error: str | None
+        ) -> None:
+            if result is not None and reported and reported.get("command_id") == command_id:
+                found.append(result)
+
+        reader = _HistoryReader(ControlState(self._keyset()), self.signer)
+        _read_control(self.settings, reader, on_result=keep, timeout=timeout)
+        if not found:
+            raise PublishError(
+                f"command {command_id} is not in {self.topic}",
+                hint="it was not published: is the broker up? `trustplane kafka status`",
+            )
+        return found[0]
 
     def _start(self) -> tuple[Producer, ControlLog]:
         if self._producer is None or self._log is None:
@@ -248,12 +319,18 @@ class OperatorClient:
 
 
 class _HistoryReader:
-    """Reads the control log for one signer's history: only that history's problems
+    """Reads the control log for one signer's history and the operator keys: every
+    record is admitted (its place in its signer's history), only the ``operator.*``
+    kinds are applied (as the workers apply them). Only that signer's history problems
     (and the log's own) stop the client; other signers' are logged."""
 
-    def __init__(self, log: ControlLog, signer: Signer) -> None:
-        self.log = log
+    def __init__(self, state: ControlState, signer: Signer | None) -> None:
+        self.state = state
         self.signer = signer
+
+    @property
+    def log(self) -> ControlLog:
+        return self.state.log
 
     def apply_logged(self, entry: LogEntry) -> ControlResult:
         record = entry.record or {}
@@ -261,7 +338,9 @@ class _HistoryReader:
         try:
             admitted = self.log.admit(entry)
         except Refused as exc:
-            return ControlResult(False, kind, subject, exc.reason)
+            return ControlResult(False, kind, subject, exc.reason, str(record.get("command_id")))
+        if admitted.command.kind in OPERATOR_KINDS:
+            return self.state.apply_admitted(admitted, entry)
         return ControlResult(True, kind, subject, "in place", admitted.command.command_id)
 
     @property
@@ -274,3 +353,150 @@ class _HistoryReader:
 
     def latest_applied(self) -> dict[str, dict[str, Any]]:
         return {}
+
+
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _read_control(
+    settings: Settings,
+    reader: _HistoryReader,
+    *,
+    on_result: Any = None,
+    timeout: float = 30.0,
+) -> None:
+    from streams.gate.control import ControlFollower
+
+    follower = ControlFollower(settings, reader, on_result=on_result)
+    try:
+        follower.catch_up(timeout=timeout)
+    finally:
+        follower.close()
+    for problem in reader.others:
+        log.warning("control history: %s", problem.reason)
+
+
+# -- operator keys enrolled on control -------------------------------------------------
+
+
+def root_keyset(settings: Settings) -> Keyset:
+    """The root operator keys (the trust root file the workers load)."""
+    path = settings.resolved_operator_keys_path
+    if not path.exists():
+        raise KeysetError(
+            f"the operator keyset {path} does not exist",
+            hint="`trustplane keys init` creates it with the local operator key",
+        )
+    return Keyset.from_file(path)
+
+
+def read_operators(settings: Settings, *, timeout: float = 30.0) -> ControlState:
+    """Replay ``control`` for the operator keys, with public keys only: the root keys
+    (:attr:`ControlState.operator_keys`) and those enrolled on the topic
+    (:attr:`ControlState.operators`), as every worker has them now. Only the
+    ``operator.*`` kinds are applied in the state returned."""
+    reader = _HistoryReader(ControlState(root_keyset(settings)), None)
+    _read_control(settings, reader, timeout=timeout)
+    return reader.state
+
+
+def enroll_operator(
+    settings: Settings,
+    *,
+    kid: str,
+    x: str,
+    label: str,
+    not_after_ms: int | None = None,
+    key: SigningKey | None = None,
+    issued_by: str = "operator",
+) -> ControlResult:
+    """Enrol public key ``x`` (id ``kid``, its JWK thumbprint) as an operator key:
+    ``operator.enroll`` signed with the root key ``key`` (default: the local operator
+    key), published, then read back. The workers trust the key from the command's
+    append time on.
+
+    Raises :class:`~processors.control.OperatorKeyError` for a bad key or label (nothing
+    sent), :class:`OperatorCommandRefused` when the workers refuse (or would refuse) it,
+    :class:`PublishError` when it cannot be published."""
+    parse_operator_key(x, kid)
+    payload: dict[str, Any] = {"kid": kid, "x": x, "label": check_label(label)}
+    if not_after_ms is not None:
+        if not_after_ms <= _now_ms():
+            raise OperatorCommandRefused(
+                f"the key would expire at {iso_ms(not_after_ms)}, which is past",
+                hint="give a --not-after in the future, or none",
+            )
+        payload["not_after_ms"] = not_after_ms
+    with OperatorClient(settings, key, issued_by=issued_by) as client:
+        _check_root(client)
+        known = client.state.operators
+        existing = known.get(kid)
+        if existing is not None:
+            if existing.retired_at_ms is not None:
+                raise OperatorCommandRefused(
+                    f"operator key {kid!r} ({existing.label}) was retired at "
+                    f"{iso_ms(existing.retired_at_ms)}: {existing.retire_reason}",
+                    hint="a retired key stays retired: generate a new key and enrol that one",
+                )
+            raise OperatorCommandRefused(
+                f"operator key {kid!r} is enrolled already (as {existing.label!r}, since "
+                f"{iso_ms(existing.enrolled_at_ms)})",
+                hint="`trustplane operators list` shows every operator key",
+            )
+        if kid in known.roots:
+            raise OperatorCommandRefused(f"{kid!r} is a root operator key already")
+        record = client.send(ENROLL_KIND, payload)
+        return _confirmed(client, record, "enrolment")
+
+
+def retire_operator(
+    settings: Settings,
+    *,
+    kid: str,
+    reason: str,
+    key: SigningKey | None = None,
+    issued_by: str = "operator",
+) -> ControlResult:
+    """Retire enrolled operator key ``kid`` (``operator.retire`` signed with the root key
+    ``key``): the workers refuse its commands appended from then on; its older ones
+    still count. Raises :class:`OperatorCommandRefused` or :class:`PublishError`."""
+    if not reason.strip():
+        raise OperatorCommandRefused("say why the key is retired (--reason)")
+    with OperatorClient(settings, key, issued_by=issued_by) as client:
+        _check_root(client)
+        existing = client.state.operators.get(kid)
+        if existing is None:
+            root = kid in client.state.operator_keys
+            raise OperatorCommandRefused(
+                f"{kid!r} is a root operator key" if root else f"no operator key {kid!r} enrolled",
+                hint=f"retire a root key in {settings.resolved_operator_keys_path} (retired_at)"
+                if root
+                else "`trustplane operators list` shows every operator key",
+            )
+        if existing.retired_at_ms is not None:
+            raise OperatorCommandRefused(
+                f"operator key {kid!r} ({existing.label}) was retired already at "
+                f"{iso_ms(existing.retired_at_ms)}: {existing.retire_reason}"
+            )
+        record = client.send(RETIRE_KIND, {"kid": kid, "reason": reason.strip()})
+        return _confirmed(client, record, "retirement")
+
+
+def _check_root(client: OperatorClient) -> None:
+    if client.key.kid not in client.state.operator_keys:
+        raise OperatorCommandRefused(
+            f"key {client.key.kid!r} is an enrolled operator key; only a root key (of "
+            f"{client.settings.resolved_operator_keys_path}) enrols or retires operator keys",
+            hint="run this with a root key (TRUSTPLANE_OPERATOR_KEY_PATH)",
+        )
+
+
+def _confirmed(client: OperatorClient, record: Mapping[str, Any], what: str) -> ControlResult:
+    result = client.read_back(record)
+    if not result.applied:
+        raise OperatorCommandRefused(
+            f"the workers refused the {what} (command {record['command_id']}): {result.reason}",
+            result=result,
+        )
+    return result

@@ -8,6 +8,8 @@
   (:class:`ControlHistoryError`);
 - :mod:`processors.control.state` -- :class:`ControlState`, which verifies commands and
   applies them;
+- :mod:`processors.control.operators` -- operator keys enrolled and retired by root keys
+  (``operator.enroll``, ``operator.retire``: :class:`EnrolledOperators`);
 - :mod:`processors.control.registry` -- the agent records the decision layers read.
 """
 
@@ -34,11 +36,21 @@ from processors.control.history import (
     LogEntry,
     Signer,
 )
+from processors.control.operators import (
+    ENROLL_KIND,
+    RETIRE_KIND,
+    EnrolledOperator,
+    EnrolledOperators,
+    OperatorKeyError,
+    parse_operator_key,
+)
 from processors.control.state import ControlState
 
 __all__ = [
     "CONTROL_PAYLOAD_TYPE",
     "BUILTIN_KINDS",
+    "ENROLL_KIND",
+    "RETIRE_KIND",
     "LOG_APPEND_TIME",
     "ChainLink",
     "ControlCommandError",
@@ -47,12 +59,16 @@ __all__ = [
     "ControlHistoryError",
     "ControlResult",
     "ControlState",
+    "EnrolledOperator",
+    "EnrolledOperators",
     "HistoryProblem",
     "LogEntry",
+    "OperatorKeyError",
     "Signer",
     "SubjectRule",
     "command_digest",
     "command_signing_message",
+    "parse_operator_key",
     "sign_command",
     "subject_for",
 ]

@@ -46,6 +46,8 @@ agent.reinstate     ``<agent>/status/suspension``         agent_id, reason?
 agent.quarantine    ``<agent>/status/quarantine``         agent_id, reason
 agent.release       ``<agent>/status/quarantine``         agent_id, reason?
 policy.publish      chosen by the policy store            the policy bundle document
+operator.enroll     ``control/operators/<kid>``           kid, x, label, not_after_ms?
+operator.retire     ``control/operators/<kid>``           kid, reason (permanent)
 ==================  ====================================  ==============================
 
 ``x`` is the raw 32-byte public key, base64url without padding (JWK ``x``). Agent and
@@ -55,6 +57,10 @@ reserved (they start other layers' subjects, e.g. ``runtime/<id>``). Revocations
 and keys) are permanent and survive a re-registration; a re-registration replaces keys,
 roles, runtimes and environments and keeps a suspension or quarantine. Later layers add
 kinds with :meth:`~processors.control.state.ControlState.register_handler`.
+
+``operator.*`` commands enrol and retire operator keys (the keys a browser holds in the
+console); only a root key (one of the operator keyset the state was built with) may
+sign them. See :mod:`processors.control.operators`.
 """
 
 from __future__ import annotations
@@ -289,6 +295,22 @@ def _key_subject(payload: Mapping[str, Any]) -> str:
     return f"{agent_id_of(payload)}/{kid}"
 
 
+OPERATOR_SUBJECT_PREFIX = "control/operators/"
+"""Subjects of the ``operator.*`` kinds (``control`` is a reserved agent id: no agent's
+subject starts so)."""
+
+
+def operator_subject(payload: Mapping[str, Any]) -> str:
+    """``control/operators/<kid>``: the subject of an ``operator.*`` command."""
+    kid = payload.get("kid")
+    if not is_identifier(kid):
+        raise Refused(
+            f"payload.kid must be 1-256 characters of A-Z a-z 0-9 . _ : @ + = -, "
+            f"got {str(kid)[:80]!r}"
+        )
+    return f"{OPERATOR_SUBJECT_PREFIX}{kid}"
+
+
 def _status_subject(what: str) -> SubjectRule:
     return lambda payload: f"{agent_id_of(payload)}/status/{what}"
 
@@ -301,6 +323,8 @@ SUBJECT_RULES: dict[str, SubjectRule] = {
     "agent.reinstate": _status_subject("suspension"),
     "agent.quarantine": _status_subject("quarantine"),
     "agent.release": _status_subject("quarantine"),
+    "operator.enroll": operator_subject,
+    "operator.retire": operator_subject,
 }
 BUILTIN_KINDS = (*SUBJECT_RULES, "policy.publish")
 

@@ -13,8 +13,9 @@ command in its place:
     so each reaches the same verdict whenever it reads it;
 (4) a record whose Kafka key is not its command's subject;
 (5) a command that is unsigned, or not signed by a key trusted *when the broker
-    appended it* (an operator key, or a gate key for the kinds a gate issues), or whose
-    signature does not verify;
+    appended it* (an operator key: a root key of the operator keyset, or a key enrolled
+    by an ``operator.enroll`` command earlier in the log; or a gate key for the kinds a
+    gate issues), or whose signature does not verify;
 (6) a command without a chain link (signed before chaining);
 (7) a command out of place in its signer's history (below).
 
@@ -69,6 +70,7 @@ from processors.control.commands import (
     command_signing_message,
     parse_payload,
 )
+from processors.control.operators import EnrolledOperators, OperatorKeys
 from processors.crypto.jcs import CanonicalizationError
 from processors.crypto.keys import KeyError_, Keyset, verify_signature
 from processors.exceptions import VerificationError
@@ -209,25 +211,37 @@ class ControlHistoryError(VerificationError):
 
 
 class CommandVerifier:
-    """Checks that a ControlCommand record is signed by a key trusted at a given time."""
+    """Checks that a ControlCommand record is signed by a key trusted at a given time.
+
+    ``operator_keys`` are the root keys (the operator keyset file); ``enrolled``, the keys
+    ``operator.enroll`` commands enrolled (as the log has been read so far). A key of
+    either is an operator signer of its own."""
 
     def __init__(
         self,
         operator_keys: Keyset,
         gate_keys: Keyset | None = None,
         gate_kinds: AbstractSet[str] = GATE_KINDS,
+        *,
+        enrolled: EnrolledOperators | None = None,
     ) -> None:
         self.operator_keys = operator_keys
+        self.keys = OperatorKeys(operator_keys, enrolled)
         self.gate_keys = gate_keys
         self.gate_kinds = frozenset(gate_kinds)
+
+    @property
+    def enrolled(self) -> EnrolledOperators | None:
+        return self.keys.enrolled
 
     def signer_of(
         self, key_id: str, kind: str, issued_by: str, at_ms: int, *, when: str = ""
     ) -> tuple[Signer, Ed25519PublicKey]:
         """The signer a command by ``key_id`` belongs to and its public key, or Refused
-        when the key is not trusted at ``at_ms``."""
+        when the key is not trusted at ``at_ms``: a root operator key, then an enrolled
+        one, then (for the gate's kinds) a gate key."""
         try:
-            return Signer("operator", key_id), self.operator_keys.key_for(key_id, at_ms)
+            return Signer("operator", key_id), self.keys.key_for(key_id, at_ms)
         except KeyError_ as exc:
             if self.gate_keys is not None and kind in self.gate_kinds:
                 try:

@@ -3,8 +3,10 @@
 It verifies each ControlCommand record (fields, signature, key validity, freshness,
 staleness per subject; see :mod:`processors.control.commands` for the signing payload,
 kinds and subjects) and applies it: the agent registry (registrations, revocations,
-suspensions, quarantines) and whatever kinds later layers add with
-:meth:`ControlState.register_handler`.
+suspensions, quarantines), the operator keys root keys enrol (``operator.enroll`` and
+``operator.retire``, :mod:`processors.control.operators`: every state has them, so a
+worker, a CLI reader and the console's replica trust the same keys), and whatever kinds
+later layers add with :meth:`ControlState.register_handler`.
 
 Three ways in:
 
@@ -44,12 +46,14 @@ from processors.control.commands import (
 )
 from processors.control.history import (
     GATE_KINDS,
+    Admitted,
     CommandVerifier,
     ControlLog,
     HistoryProblem,
     LogEntry,
     Verified,
 )
+from processors.control.operators import EnrolledOperators
 from processors.control.registry import AGENT_STATUSES, AgentKey, AgentRecord, AgentStatus
 from processors.crypto.keys import Keyset, SigningKey
 from processors.exceptions import ConfigError, TrustplaneError
@@ -122,7 +126,11 @@ class ControlState:
             raise ConfigError("max_future_skew_ms must be >= 0")
         if max_append_delay_ms < 0:
             raise ConfigError("max_append_delay_ms must be >= 0")
-        self.verifier = CommandVerifier(operator_keys, gate_keys, gate_kinds)
+        self.operators = EnrolledOperators(operator_keys)
+        """The operator keys enrolled on ``control`` (root keys: :attr:`operator_keys`)."""
+        self.verifier = CommandVerifier(
+            operator_keys, gate_keys, gate_kinds, enrolled=self.operators
+        )
         self.log = ControlLog(self.verifier)
         self.policy_sink = policy_sink
         self.max_future_skew_ms = max_future_skew_ms
@@ -149,12 +157,15 @@ class ControlState:
             "agent.quarantine": self._quarantine,
             "agent.release": self._release,
             "policy.publish": self._publish_policy,
+            "operator.enroll": self.operators.enroll,
+            "operator.retire": self.operators.retire,
         }
         for kind, handler in builtin.items():
             self._kinds[kind] = _Kind(handler, SUBJECT_RULES.get(kind))
 
     @property
     def operator_keys(self) -> Keyset:
+        """The root operator keys (the keyset this state was built with)."""
         return self.verifier.operator_keys
 
     @property
@@ -189,6 +200,12 @@ class ControlState:
             "agents_by_status": by_status,
             "revoked_keys": len(self._revoked_keys),
             "operator_keys": len(self.operator_keys),
+            "enrolled_operator_keys": sum(
+                1 for e in list(self.operators.values()) if e.retired_at_ms is None
+            ),
+            "retired_operator_keys": sum(
+                1 for e in list(self.operators.values()) if e.retired_at_ms is not None
+            ),
             "commands_applied": self.commands_applied,
             "commands_refused": self.commands_refused,
             "last_command_kind": self.last_command_kind,
@@ -282,6 +299,12 @@ class ControlState:
             admitted = self.log.admit(entry)
         except Refused as exc:
             return self._refused(entry.record, exc.reason)
+        return self.apply_admitted(admitted, entry)
+
+    def apply_admitted(self, admitted: Admitted, entry: LogEntry) -> ControlResult:
+        """The second half of :meth:`apply_logged`: apply a command :attr:`log` admitted
+        from ``entry`` at its append time (for readers that admit every record but apply
+        only some kinds). Never raises for a bad command."""
         command = admitted.command
         if admitted.echo:
             latest = self._latest.get(command.subject)
