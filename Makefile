@@ -24,12 +24,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create .venv and install trustplane with its dev tools
 
-run: install ## Start Kafka and a gate worker, publish a demo stream, print a summary (both stay up; `make stop`)
+run: install ## Start Kafka, the gate worker, sink, notary, console and Prometheus; run the demo; print the console URL (`make stop`)
 	$(TP) kafka up
 	$(TP) keys init
 	@mkdir -p $(STATE)
-	@# each service is its own Kafka user (streams/acls.py): worker=gate, sink=sink, notary=notary
-	@for pair in worker:gate sink:sink notary:notary; do \
+	@# each service is its own Kafka user (streams/acls.py): worker=gate, sink=sink, notary=notary,
+	@# console=console (it reads, and relays commands that operators' browsers signed)
+	@for pair in worker:gate sink:sink notary:notary console:console; do \
 		svc=$${pair%%:*}; role=$${pair##*:}; \
 		if [ -f $(STATE)/$$svc.pid ] && kill -0 $$(cat $(STATE)/$$svc.pid) 2>/dev/null; then \
 			echo "$$svc already running (pid $$(cat $(STATE)/$$svc.pid))"; \
@@ -40,18 +41,25 @@ run: install ## Start Kafka and a gate worker, publish a demo stream, print a su
 	done
 	@# the operator's CLI (the default principal) registers the demo agents; they publish as `agent`
 	$(TP) demo --agents
+	@if command -v prometheus >/dev/null; then $(TP) prometheus up; \
+	else echo "Prometheus is not installed, so the console's Health page has no figures: apt-get install prometheus"; fi
 	@sleep 2
 	@echo; echo "Lineage in ClickHouse (embedded chDB), by SQL:"
 	$(TP) sql "SELECT stage, status, count() AS events FROM lineage_events GROUP BY stage, status ORDER BY stage, status"
 	@echo
 	@echo "Left running: Kafka (SASL/SCRAM + ACLs; passwords in $(STATE)/kafka/credentials), the gate worker (http://127.0.0.1:6066/metrics, /healthz), the lineage sink (SQL on 127.0.0.1:6068) and the notary (proofs on 127.0.0.1:6067)."
 	@echo "Try: $(TP) tail denied --from-beginning --idle 2    Stop everything: make stop"
+	@echo
+	@for i in $$(seq 50); do [ -s $(STATE)/console/console.token ] && break; sleep 0.2; done
+	@echo "Console (Governance, Lineage, Health): http://127.0.0.1:6060/login?token=$$(cat $(STATE)/console/console.token)"
+	@# a one-time link that enrols a browser key as an operator (valid 15 min; the CLI holds the root key)
+	@$(TP) operators invite --label newcomer --ttl 900 --detach
 
-stop: ## Stop the gate worker, the sink and Kafka
-	@for svc in worker sink notary; do \
+stop: ## Stop the console, the gate worker, the sink, the notary, Prometheus and Kafka
+	@for svc in invite console worker sink notary; do \
 		if [ -f $(STATE)/$$svc.pid ]; then kill $$(cat $(STATE)/$$svc.pid) 2>/dev/null || true; rm -f $(STATE)/$$svc.pid; echo "$$svc stopped"; fi; \
 	done
-	@if [ -x $(TP) ]; then $(TP) kafka down; fi
+	@if [ -x $(TP) ]; then $(TP) prometheus down 2>/dev/null || true; $(TP) kafka down; fi
 
 test: install ## Run the whole test suite (starts its own Kafka broker)
 	$(BIN)/pytest

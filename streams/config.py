@@ -148,6 +148,18 @@ class Settings:
     web_token: str = field(default="", repr=False)
     """Bearer token every worker page then requires (32+ characters); required to listen
     beyond loopback."""
+    console_port: int = 6060
+    """Port of the operators' console (`trustplane console`)."""
+    console_bind: str = "127.0.0.1"
+    """Address the console listens on; beyond loopback it needs ``console_token`` and TLS
+    (browsers give WebCrypto, which signs operator commands, only to secure origins)."""
+    console_token: str = field(default="", repr=False)
+    """Access token of the console (32+ characters). Empty: one generated into
+    <state_dir>/console/console.token (0600) and printed at start, like Jupyter's."""
+    prometheus_port: int = 6069
+    """Port of the Prometheus server `trustplane prometheus up` starts (127.0.0.1)."""
+    prometheus_url: str = ""
+    """Prometheus the console reads (default: http://127.0.0.1:<prometheus_port>)."""
     kafka_principal: str = ""
     """The Kafka (SCRAM) user this process is (``gate``, ``notary``, ``sink``, ``operator``,
     ...). Empty: the role the service declares (:meth:`for_role`), else ``operator`` on
@@ -177,7 +189,7 @@ class Settings:
             raise ConfigError("transaction_max_records and transaction_max_ms must be >= 1")
         if self.sink_batch_rows < 1 or self.sink_batch_ms < 1:
             raise ConfigError("sink_batch_rows and sink_batch_ms must be >= 1")
-        for name in ("web_port", "sink_http_port"):
+        for name in ("web_port", "sink_http_port", "console_port", "prometheus_port"):
             if not 0 <= getattr(self, name) <= 65535:
                 raise ConfigError(f"{name} must be a port number (0-65535)")
         if self.state_store not in ("memory", "rocksdb"):
@@ -292,6 +304,23 @@ class Settings:
     @property
     def resolved_signing_keys_dir(self) -> Path:
         return self.signing_keys_dir or self.resolved_keys_dir / "signing"
+
+    @property
+    def console_state_dir(self) -> Path:
+        """The console's token and the enrolment invitations (0700)."""
+        return self.state_dir / "console"
+
+    @property
+    def console_url(self) -> str:
+        """The one URL form the console is reached at (browsers keep operator keys per
+        origin: ``127.0.0.1`` and ``localhost`` would be two key stores)."""
+        if self.console_bind in ("127.0.0.1", "localhost", "::1"):
+            return f"http://127.0.0.1:{self.console_port}"
+        return f"https://{self.console_bind}:{self.console_port}"
+
+    @property
+    def resolved_prometheus_url(self) -> str:
+        return self.prometheus_url or f"http://127.0.0.1:{self.prometheus_port}"
 
     def resolved_bootstrap(self) -> str:
         """The bootstrap servers to use, asking the local broker's state file when unset."""
