@@ -1,4 +1,4 @@
-# trustplane gate worker image; used by docker-compose.yml (`docker compose up --build`).
+# trustplane image (worker, sink, notary, console); used by docker-compose.yml (`docker compose up --build`).
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -15,7 +15,9 @@ COPY schemas/ schemas/
 COPY policies/ policies/
 COPY infra/ infra/
 
-RUN pip install --no-cache-dir . \
+# the services need their extras: the worker Faust and Cedar, the sink and notary ClickHouse
+# and prometheus-client, the console jinja2
+RUN pip install --no-cache-dir ".[gate,sink,console]" \
     && useradd --create-home --uid 10001 --shell /usr/sbin/nologin trustplane \
     && mkdir -p /var/lib/trustplane \
     && chown trustplane:trustplane /var/lib/trustplane

@@ -118,7 +118,10 @@ class Settings:
     clickhouse_dir: Path | None = None
     """The embedded chDB data folder (default: <state_dir>/clickhouse)."""
     sink_http_port: int = 6068
-    """The sink's read-only SQL endpoint on 127.0.0.1 (0 disables it)."""
+    """The sink's read-only SQL endpoint and /metrics (0 disables it)."""
+    sink_http_bind: str = "127.0.0.1"
+    """Address the sink's endpoint listens on; beyond loopback it needs ``sink_sql_token``
+    (a container that Prometheus scrapes from another container sets ``0.0.0.0``)."""
     sink_batch_rows: int = 20_000
     """The sink writes at least every this many records..."""
     sink_batch_ms: int = 1_000

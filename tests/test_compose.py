@@ -25,10 +25,22 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yml"
 SCHEMA_FILE = REPO_ROOT / "tests" / "data" / "compose-spec.json"  # origin: tests/data/README.md
 PROMETHEUS_FILE = REPO_ROOT / "infra" / "prometheus" / "prometheus.yml"
+ALERTS_FILE = REPO_ROOT / "infra" / "prometheus" / "alerts.yml"
+GRAFANA_DIR = REPO_ROOT / "infra" / "grafana"
 DOCKERFILE = REPO_ROOT / "Dockerfile"
 BROKER_SCRIPT = REPO_ROOT / "infra" / "kafka" / "compose-broker.sh"
 
-SERVICES = {"kafka", "clickhouse", "worker", "prometheus", "kafka-credentials", "kafka-provision"}
+SERVICES = {
+    "kafka",
+    "clickhouse",
+    "worker",
+    "sink",
+    "notary",
+    "prometheus",
+    "grafana",
+    "kafka-credentials",
+    "kafka-provision",
+}
 ROLES = {"worker": "gate", "sink": "sink", "notary": "notary", "operator": "operator"}
 """Each trustplane service and the Kafka principal it runs as."""
 
@@ -214,13 +226,27 @@ def test_port_checker_rejects_invalid_entries(entry: object) -> None:
 # -- the files compose points at -------------------------------------------------------
 
 
-def test_prometheus_scrapes_the_worker_metrics(compose: dict[str, Any]) -> None:
-    mount = f"./{PROMETHEUS_FILE.relative_to(REPO_ROOT).as_posix()}:"
-    assert any(
-        str(volume).startswith(mount) for volume in compose["services"]["prometheus"]["volumes"]
-    )
+def _mounts(service: dict[str, Any]) -> dict[str, str]:
+    """A service's bind mounts (short syntax) as {host path: container path}."""
+    found = {}
+    for volume in service.get("volumes", []):
+        if isinstance(volume, str) and volume.startswith("./"):
+            source, target = volume.split(":")[:2]
+            found[source] = target
+    return found
+
+
+def _prometheus_jobs() -> dict[str, dict[str, Any]]:
     config = yaml.safe_load(PROMETHEUS_FILE.read_text())
-    [job] = config["scrape_configs"]
+    return {job["job_name"]: job for job in config["scrape_configs"]}
+
+
+def test_prometheus_scrapes_the_worker_metrics(compose: dict[str, Any]) -> None:
+    mounts = _mounts(compose["services"]["prometheus"])
+    assert mounts[f"./{PROMETHEUS_FILE.relative_to(REPO_ROOT).as_posix()}"] == (
+        "/etc/prometheus/prometheus.yml"
+    )
+    job = _prometheus_jobs()["trustplane-worker"]
     assert job.get("metrics_path", "/metrics") == "/metrics"
     assert job["static_configs"][0]["targets"] == ["worker:6066"]
     assert "6066:6066" in compose["services"]["worker"]["ports"]
@@ -228,6 +254,57 @@ def test_prometheus_scrapes_the_worker_metrics(compose: dict[str, Any]) -> None:
     assert "TRUSTPLANE_WEB_TOKEN" in compose["services"]["worker"]["environment"]
     assert job["authorization"]["credentials_file"] == "/run/secrets/web_token"
     assert "web_token" in compose["services"]["prometheus"]["secrets"]
+
+
+def test_prometheus_scrapes_the_notary_with_its_token(compose: dict[str, Any]) -> None:
+    job = _prometheus_jobs()["trustplane-notary"]
+    assert job["static_configs"][0]["targets"] == ["notary:6067"]
+    env = _environment(compose["services"]["notary"])
+    # beyond its container's loopback the notary refuses to listen without a token
+    assert env["TRUSTPLANE_NOTARY_BIND"] == "0.0.0.0"  # noqa: S104 - what compose sets
+    assert env["TRUSTPLANE_NOTARY_TOKEN"].startswith("${TRUSTPLANE_NOTARY_TOKEN:?")
+    assert job["authorization"]["credentials_file"] == "/run/secrets/notary_token"
+    assert compose["secrets"]["notary_token"] == {"environment": "TRUSTPLANE_NOTARY_TOKEN"}
+    assert "notary_token" in compose["services"]["prometheus"]["secrets"]
+
+
+def test_prometheus_loads_the_alert_rules_it_is_given(compose: dict[str, Any]) -> None:
+    mounts = _mounts(compose["services"]["prometheus"])
+    target = mounts[f"./{ALERTS_FILE.relative_to(REPO_ROOT).as_posix()}"]
+    config = yaml.safe_load(PROMETHEUS_FILE.read_text())
+    assert config["rule_files"] == [target]
+
+
+def test_grafana_is_provisioned_with_prometheus_and_the_dashboard(
+    compose: dict[str, Any],
+) -> None:
+    grafana = compose["services"]["grafana"]
+    mounts = _mounts(grafana)
+    provisioning = GRAFANA_DIR / "provisioning"
+    assert mounts["./infra/grafana/provisioning"] == "/etc/grafana/provisioning"
+    [datasource] = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())[
+        "datasources"
+    ]
+    assert datasource["url"] == "http://prometheus:9090", "the compose service, by name"
+    assert "prometheus" in grafana["depends_on"]
+    [provider] = yaml.safe_load((provisioning / "dashboards" / "trustplane.yml").read_text())[
+        "providers"
+    ]
+    assert mounts["./infra/grafana/dashboards"] == provider["options"]["path"]
+    dashboard = json.loads((GRAFANA_DIR / "dashboards" / "trustplane-health.json").read_text())
+    used = {
+        target["datasource"]["uid"]
+        for panel in dashboard["panels"]
+        for target in panel.get("targets", [])
+    }
+    assert used == {datasource["uid"]}
+    home = _environment(grafana)["GF_DASHBOARDS_DEFAULT_HOME_DASHBOARD_PATH"]
+    assert home == f"{provider['options']['path']}/trustplane-health.json"
+    # the admin password comes from the environment, and Grafana answers on loopback only
+    assert _environment(grafana)["GF_SECURITY_ADMIN_PASSWORD"].startswith(
+        "${GRAFANA_ADMIN_PASSWORD:?"
+    )
+    assert grafana["ports"] == ["127.0.0.1:3000:3000"]
 
 
 def test_worker_command_matches_the_image_entrypoint(compose: dict[str, Any]) -> None:

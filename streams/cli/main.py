@@ -29,10 +29,13 @@ from typer.core import TyperGroup
 
 from processors.exceptions import TrustplaneError
 from streams.cli import ops
+from streams.cli.console import console_command
 from streams.cli.context import CliOptions, options, settings
 from streams.cli.kafka import kafka_app
 from streams.cli.mcp import mcp_app
+from streams.cli.operators import operators_app
 from streams.cli.policy import policy_app
+from streams.cli.prometheus import prometheus_app
 from streams.cli.proof import notary_command, proof_app
 from streams.cli.sql import sink as sink_command
 from streams.cli.sql import sql as sql_command
@@ -70,11 +73,13 @@ cli = typer.Typer(
     add_completion=False,
 )
 cli.add_typer(kafka_app, name="kafka")
+cli.add_typer(prometheus_app, name="prometheus")
 cli.add_typer(ops.keys_app, name="keys")
 cli.add_typer(ops.agents_app, name="agents")
 cli.add_typer(ops.runtime_app, name="runtime")
 cli.add_typer(ops.killswitch_app, name="killswitch")
 cli.add_typer(ops.review_app, name="review")
+cli.add_typer(operators_app, name="operators")
 cli.add_typer(policy_app, name="policy")
 cli.command()(ops.quarantine)
 cli.command()(ops.release)
@@ -84,6 +89,7 @@ cli.command("sink")(sink_command)
 cli.add_typer(proof_app)  # trustplane proof ..., trustplane checkpoint
 cli.add_typer(mcp_app)  # trustplane mcp-proxy
 cli.command("notary")(notary_command)
+cli.command("console")(console_command)
 
 
 @cli.callback()

@@ -31,7 +31,8 @@ class Panel:
     query: str
     unit: str = ""
     by: str = ""
-    """The label each series is shown by (one row per value), or "" for one number."""
+    """The labels each series is shown by, comma-separated (one row per series), or ""
+    for one number."""
     warn_above: float | None = None
     warn_below: float | None = None
     help: str = ""
@@ -81,23 +82,23 @@ PANELS: tuple[Panel, ...] = (
         'up{job="trustplane-worker"}',
         by="instance",
         warn_below=1,
-        help="1 per worker Prometheus can scrape; 0 is a worker down (alert WorkerDown)",
+        help="1 per worker Prometheus scrapes; 0 is a worker down (alert WorkerDown)",
     ),
     Panel(
         "partitions",
-        "Partitions owned by each worker",
-        "trustplane_assigned_partitions",
+        "Intent partitions owned by each worker",
+        "sum by (instance) (trustplane_assigned_partitions)",
         by="instance",
-        help="intents partitions each worker holds; an unowned partition waits",
+        help="a partition no worker owns waits; every one should be owned",
     ),
     Panel(
         "lag",
-        "Consumer lag per topic",
-        "sum by (topic) (trustplane_consumer_lag)",
+        "Consumer lag per service and topic",
+        "sum by (job, topic) (max by (job, group, topic, partition) (trustplane_consumer_lag))",
         unit="records",
         by="topic",
         warn_above=1000,
-        help="records waiting behind each service's position (gate, sink)",
+        help="records waiting behind each consumer group's committed position",
     ),
     Panel(
         "rate",
@@ -109,79 +110,105 @@ PANELS: tuple[Panel, ...] = (
     Panel(
         "p50",
         "Decision latency p50",
-        "histogram_quantile(0.5, sum by (le) (rate(trustplane_decision_latency_ms_bucket[5m])))",
+        "histogram_quantile(0.5, sum by (le) (rate(trustplane_decision_latency_ms_bucket[1m])))",
         unit="ms",
         warn_above=25,
-        help="target: p99 under 25 ms",
     ),
     Panel(
         "p99",
         "Decision latency p99",
-        "histogram_quantile(0.99, sum by (le) (rate(trustplane_decision_latency_ms_bucket[5m])))",
+        "histogram_quantile(0.99, sum by (le) (rate(trustplane_decision_latency_ms_bucket[1m])))",
         unit="ms",
         warn_above=25,
         help="target: under 25 ms",
     ),
     Panel(
         "rejects",
-        "Rejected records (last 5 min)",
-        'sum(increase(trustplane_intents_total{outcome="rejected"}[5m]))',
-        unit="records",
-        warn_above=0,
+        "Rejected records per second by reason",
+        "sum by (reason_code) (rate(trustplane_rejections_total[5m]))",
+        unit="/s",
+        by="reason_code",
         help="malformed input sent to `rejected` with its reason",
+    ),
+    Panel(
+        "errors",
+        "Aborted transactions and failed sink writes (5 min)",
+        '(sum(increase(trustplane_transactions_total{result="aborted"}[5m])) or vector(0))'
+        ' + (sum(increase(trustplane_sink_flushes_total{result="failed"}[5m])) or vector(0))',
+        warn_above=0,
     ),
     Panel(
         "sink_lag",
         "Sink lag",
-        "sum by (topic) (trustplane_sink_consumer_lag)",
+        'sum(max by (group, topic, partition) (trustplane_consumer_lag{job="trustplane-sink"}))',
         unit="records",
-        by="topic",
         warn_above=10000,
         help="records not yet in ClickHouse",
     ),
     Panel(
-        "checkpoint_age",
-        "Checkpoint age",
-        "time() - trustplane_notary_checkpoint_timestamp_seconds",
+        "checkpoint_lag",
+        "Checkpoint lag",
+        "max(trustplane_notary_checkpoint_lag_seconds)",
         unit="s",
         warn_above=1,
-        help="since the notary signed its last checkpoint (alert over 1 s while events wait)",
+        help="how long the oldest uncheckpointed event has waited (alert CheckpointLag over 1 s)",
     ),
     Panel(
-        "checkpoint_lag",
+        "checkpoint_age",
+        "Last checkpoint",
+        "time() - max(trustplane_notary_checkpoint_timestamp_seconds)",
+        unit="s ago",
+        help="grows while the log is idle; that alone is not a fault",
+    ),
+    Panel(
+        "uncheckpointed",
         "Events waiting for a checkpoint",
-        "trustplane_notary_uncheckpointed_events",
+        "max(trustplane_notary_uncheckpointed_events)",
         unit="events",
         warn_above=1000,
     ),
     Panel(
         "switches",
         "Kill switches engaged",
-        "max(trustplane_killswitches_engaged)",
+        "max by (scope) (trustplane_killswitches_engaged)",
+        by="scope",
         warn_above=0,
     ),
     Panel(
         "quarantines",
+        "Quarantines in force",
+        "max by (scope) (trustplane_quarantines)",
+        by="scope",
+        warn_above=0,
+    ),
+    Panel(
+        "agents",
         "Agents by status",
         "max by (status) (trustplane_agents)",
         by="status",
     ),
     Panel(
         "unauthorized",
-        "Unauthorized executions (outcome without approval)",
+        "Unauthorized executions (outcomes without an approval)",
         "sum(trustplane_unauthorized_executions_total)",
         warn_above=0,
-        help="any value above 0 is an incident: investigate every one",
+        help="any value above 0 is an incident: investigate every one (Lineage → gap views)",
     ),
     Panel(
         "key_age",
         "Approval signing-key age",
-        "max(trustplane_signing_key_age_seconds) / 86400",
+        "max by (kid) (trustplane_signing_key_age_seconds) / 86400",
         unit="days",
+        by="kid",
         warn_above=90,
         help="rotate with `trustplane keys rotate`",
     ),
 )
+
+
+def _label(labels: dict[str, str], by: str) -> str:
+    parts = [labels.get(name.strip(), "") for name in by.split(",") if name.strip()]
+    return " · ".join(p.removeprefix("trustplane-") for p in parts if p)
 
 
 class PrometheusClient:

@@ -36,6 +36,13 @@ def _short(value: object, n: int = 12) -> str:
     return text if len(text) <= n else text[:n] + "…"
 
 
+def _number(value: object) -> str:
+    if value is None:
+        return "—"
+    number = float(str(value))
+    return f"{number:.0f}" if number.is_integer() else f"{number:.2f}"
+
+
 def templates() -> jinja2.Environment:
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(HERE / "templates"),
@@ -44,6 +51,7 @@ def templates() -> jinja2.Environment:
     )
     env.filters["ms"] = lambda ms: iso_ms(int(ms)) if ms not in (None, "") else ""
     env.filters["short"] = _short
+    env.filters["num"] = _number
     env.filters["tojson_pretty"] = lambda v: __import__("json").dumps(
         v, indent=2, sort_keys=True, ensure_ascii=False
     )

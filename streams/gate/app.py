@@ -13,7 +13,9 @@ import json
 import logging
 import os
 import threading
+import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -21,12 +23,12 @@ from mode import Service
 from prometheus_client import generate_latest
 
 from processors.control import ControlResult
-from processors.exceptions import ConfigError
+from processors.exceptions import ConfigError, TrustplaneError
 from processors.lineage import LineageRecorder
 from streams import kafka, names
 from streams.config import Settings
 from streams.gate.control import ControlFollower
-from streams.gate.metrics import GateMetrics
+from streams.gate.metrics import GateHealth, GateMetrics, GroupLag
 from streams.gate.state import KafkaAgentStates
 from streams.gate.wiring import GateParts, build_gate
 from streams.gate.worker import GateWorker
@@ -172,6 +174,63 @@ def _control_lineage(parts: GateParts, metrics: GateMetrics, worker: str) -> Any
     return on_result
 
 
+def _gate_health(parts: GateParts, worker: GateWorker, keys_dir: Path) -> Callable[[], GateHealth]:
+    """Reads, at each scrape, the state this worker's decisions use (``/metrics``)."""
+
+    def read() -> GateHealth:
+        # the worker thread changes this state while the web server reads it: a dict
+        # that changed size under an iteration raises RuntimeError; read again
+        for _ in range(2):
+            try:
+                return _read_health(parts, worker, keys_dir)
+            except RuntimeError:
+                continue
+        return _read_health(parts, worker, keys_dir)
+
+    return read
+
+
+def _read_health(parts: GateParts, worker: GateWorker, keys_dir: Path) -> GateHealth:
+    summary = parts.control.snapshot_summary()
+    quarantines = {"agent": 0, "runtime": 0}
+    for entry in parts.control.latest_applied().values():
+        kind = str(entry.get("kind"))
+        if kind in ("agent.quarantine", "runtime.quarantine"):  # released: *.release
+            quarantines[kind.split(".")[0]] += 1
+    switches = parts.killswitches.summary()
+    engine = parts.policies.active
+    return GateHealth(
+        ready=worker.ready.is_set(),
+        agents_by_status=dict(summary.get("agents_by_status") or {}),
+        quarantines=quarantines,
+        killswitches={
+            "global": 1 if switches.get("global") else 0,
+            "agent": len(switches.get("agents") or ()),
+            "action": len(switches.get("actions") or ()),
+        },
+        history_problems=len(parts.control.problems),
+        policy=(str(engine.version), str(engine.digest)) if engine is not None else None,
+        signing_key=_signing_key_since(parts, keys_dir),
+    )
+
+
+def _signing_key_since(parts: GateParts, keys_dir: Path) -> tuple[str, float] | None:
+    """(kid, since) of the key that signs approvals now: since = the later of its
+    not-before and its creation (the mtime of its PEM file in the key directory). A
+    key from the environment that signs from time 0 has no known age: None."""
+    keyring = parts.signer.keyring
+    try:
+        kid = keyring.signing_key(time.time_ns() // 1_000_000).kid
+    except TrustplaneError:  # no key signs now: every approval fails (the log says so)
+        return None
+    since = max(e.not_before_ms for e in keyring.entries if e.kid == kid) / 1000
+    try:
+        since = max(since, (keys_dir / f"{kid}.pem").stat().st_mtime)
+    except OSError:
+        pass  # a key from the environment has no file
+    return (kid, since) if since > 0 else None
+
+
 def create_app(settings: Settings) -> faust.App:
     settings = settings.for_role("gate")  # its Kafka principal, unless one is configured
     ensure_topics(settings)
@@ -194,6 +253,14 @@ def create_app(settings: Settings) -> faust.App:
         on_result=_control_lineage(parts, metrics, settings.resolved_worker_id()),
     )
     worker = GateWorker(settings, parts.gate, control=follower, states=states)
+    metrics.watch(
+        _gate_health(parts, worker, settings.resolved_signing_keys_dir),
+        GroupLag.of(
+            settings,
+            names.gate_group(settings),
+            [settings.topic("intents"), settings.topic("outcomes")],
+        ),
+    )
     token = _web_token(settings)
     app = faust.App(
         names.gate_app(settings),

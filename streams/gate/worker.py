@@ -172,7 +172,11 @@ class GateWorker:
             restored = self.states.restore(p.partition for p in partitions)
             self.gate.reindex(p.partition for p in partitions)
             log.info("restored state of %d agents", restored)
-        self.gate.metrics.assigned_partitions.set(len(consumer.assignment()) + len(partitions))
+        # intents and outcomes are both assigned, partition p of each together: count intents
+        intents = self.settings.topic("intents")
+        assigned = [*consumer.assignment(), *partitions]
+        owned = {tp.partition for tp in assigned if tp.topic == intents}
+        self.gate.metrics.assigned_partitions.set(len(owned))
         self.ready.set()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:

@@ -1,5 +1,6 @@
 """The read-only proof endpoint: ``/checkpoint``, ``/vkey``, ``/healthz``,
-``/proof/inclusion`` and ``/proof/consistency``, answered from committed state only."""
+``/proof/inclusion`` and ``/proof/consistency``, answered from committed state only, and
+``/metrics`` for Prometheus (:mod:`streams.notary.metrics`)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,7 @@ import threading
 from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs, urlsplit
 
 from processors.exceptions import ConfigError, TrustplaneError
@@ -17,6 +18,10 @@ from streams.config import Settings
 from streams.httpauth import AuthenticationError, BearerToken, is_loopback
 from streams.notary.exceptions import NotaryServiceError, ProofRequestError
 from streams.notary.log import NotaryLog
+
+if TYPE_CHECKING:
+    from streams.gate.metrics import GroupLag
+    from streams.notary.metrics import NotaryMetrics
 
 __all__ = [
     "DEFAULT_PORT",
@@ -60,15 +65,25 @@ def _query_int(query: Mapping[str, list[str]], name: str) -> int | None:
     return int(text)
 
 
-def handle_request(source: NotaryLog | None, vkey: str, target: str) -> tuple[int, str, bytes]:
+METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+def handle_request(
+    source: NotaryLog | None,
+    vkey: str,
+    target: str,
+    metrics: Callable[[], bytes] | None = None,
+) -> tuple[int, str, bytes]:
     """Answer one GET request: (status, content type, body). ``source`` is None while
-    the notary is still restoring."""
+    the notary is still restoring; ``metrics`` gives the ``/metrics`` exposition."""
     parts = urlsplit(target)
     query = parse_qs(parts.query)
     path = parts.path.rstrip("/") or "/"
     try:
         if path == "/vkey":
             return 200, "text/plain; charset=utf-8", (vkey + "\n").encode()
+        if path == "/metrics" and metrics is not None:  # answers while restoring, too
+            return 200, METRICS_CONTENT_TYPE, metrics()
         if source is None:
             raise ProofRequestError(
                 "the notary is restoring its log", status=503, hint="retry in a few seconds"
@@ -95,8 +110,8 @@ def handle_request(source: NotaryLog | None, vkey: str, target: str) -> tuple[in
         raise ProofRequestError(
             f"no such resource {path}",
             status=404,
-            hint="GET /checkpoint, /vkey, /healthz, /proof/inclusion?event_id=…|index=…, "
-            "/proof/consistency?old=N&new=M",
+            hint="GET /checkpoint, /vkey, /healthz, /metrics, "
+            "/proof/inclusion?event_id=…|index=…, /proof/consistency?old=N&new=M",
         )
     except ProofRequestError as exc:
         body = json.dumps({"error": exc.reason, "hint": exc.hint}).encode()
@@ -112,7 +127,11 @@ def handle_request(source: NotaryLog | None, vkey: str, target: str) -> tuple[in
 
 
 class NotaryHTTPServer:
-    """The read-only proof endpoint, on a stdlib HTTP server in a daemon thread."""
+    """The read-only proof endpoint, on a stdlib HTTP server in a daemon thread.
+
+    Every page but ``/healthz`` needs ``token`` when one is given (``/metrics`` too:
+    Prometheus sends it as a bearer token). ``lag``: the notary group's lag on
+    ``lineage``, which ``/metrics`` then shows too."""
 
     def __init__(
         self,
@@ -122,9 +141,11 @@ class NotaryHTTPServer:
         port: int,
         *,
         token: BearerToken | None = None,
+        lag: GroupLag | None = None,
     ) -> None:
         self.source = source
         self.vkey = vkey
+        self.metrics = _metrics(source, lag)
         if token is None and not is_loopback(host):
             raise ConfigError(
                 f"the notary's proof endpoint would listen on {host!r}, which other machines "
@@ -142,8 +163,12 @@ class NotaryHTTPServer:
                 try:
                     if token is not None and not self.path.startswith("/healthz"):
                         token.verify(self.headers.get("Authorization"))
+                    metrics = server_self.metrics
                     status, content_type, body = handle_request(
-                        server_self.source(), server_self.vkey, self.path
+                        server_self.source(),
+                        server_self.vkey,
+                        self.path,
+                        metrics.exposition if metrics is not None else None,
                     )
                 except AuthenticationError as exc:
                     status, content_type = HTTPStatus.UNAUTHORIZED, "application/json"
@@ -181,11 +206,26 @@ class NotaryHTTPServer:
         return f"http://{host!s}:{port}"
 
     def start(self) -> NotaryHTTPServer:
+        if self.metrics is not None:
+            self.metrics.start()
         self._thread.start()
         return self
 
     def close(self) -> None:
+        if self.metrics is not None:
+            self.metrics.stop()
         if self._thread.is_alive():
             self._server.shutdown()
             self._thread.join(5)
         self._server.server_close()
+
+
+def _metrics(source: Callable[[], NotaryLog | None], lag: GroupLag | None) -> NotaryMetrics | None:
+    """The notary's metrics, or None where prometheus-client is not installed (the
+    notary then answers ``/metrics`` with 404)."""
+    try:
+        from streams.notary.metrics import NotaryMetrics
+    except ImportError:  # pragma: no cover - installed with the gate and sink extras
+        log.warning("prometheus-client is not installed: the notary serves no /metrics")
+        return None
+    return NotaryMetrics(source, lag=lag)

@@ -23,6 +23,7 @@ from processors.records import SourcePosition, rejection_record
 from streams import kafka, names
 from streams.codec import Codec, default_codec
 from streams.config import Settings
+from streams.gate.metrics import GroupLag
 from streams.gatekeys import GateKeys, gate_jwks_path
 from streams.kafka import Record, TransactionalLoop, UpToDeadline
 from streams.notary.exceptions import NotaryServiceError
@@ -135,6 +136,7 @@ class NotaryService:
                     notary_bind(self.settings),
                     self.port,
                     token=notary_token(self.settings),
+                    lag=GroupLag.of(self.settings, self.group_id, [self.topics["lineage"]]),
                 ).start()
             self.log = self._restore()
             self.loop.subscribe(

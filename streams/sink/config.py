@@ -67,6 +67,7 @@ class SinkConfig:
             "data_dir": Path(data_dir),
             "clickhouse_url": str(getattr(settings, "clickhouse_url", "") or ""),
             "http_port": int(getattr(settings, "sink_http_port", cls.http_port)),
+            "http_host": str(getattr(settings, "sink_http_bind", cls.http_host)),
             "batch_rows": int(getattr(settings, "sink_batch_rows", cls.batch_rows)),
             "batch_ms": int(getattr(settings, "sink_batch_ms", cls.batch_ms)),
             "query_timeout_s": int(getattr(settings, "sink_query_timeout_s", cls.query_timeout_s)),

@@ -1,17 +1,20 @@
 """The sink's Prometheus metrics, on an injectable registry.
 
 Besides what the sink counts, two health values for the Infrastructure Health Dashboard
-(``infra/prometheus/README.md``): how far the sink's consumer is behind
-(``trustplane_consumer_lag{topic,partition}``, read at each scrape once
-:meth:`SinkMetrics.watch_consumer` was given the consumer) and when it last wrote to
-ClickHouse (``trustplane_sink_last_flush_timestamp_seconds``, set by :meth:`flushed`).
+(``infra/prometheus/README.md``): how far the sink's group is behind
+(``trustplane_consumer_lag{group,topic,partition}``, once :meth:`SinkMetrics.watch_group`
+named it) and when it last wrote to ClickHouse
+(``trustplane_sink_last_flush_timestamp_seconds``, set by :meth:`flushed`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from streams.gate.metrics import ConsumerLagCollector, LagSource
+from streams.gate.metrics import GroupLag
 
 __all__ = ["SinkMetrics"]
 
@@ -64,12 +67,15 @@ class SinkMetrics:
             "When the sink last wrote a batch to ClickHouse (Unix seconds; 0: not yet).",
             registry=r,
         )
-        self._consumers: list[LagSource] = []
-        self.registry.register(ConsumerLagCollector(lambda: tuple(self._consumers)))
+        self.lag: GroupLag | None = None
 
-    def watch_consumer(self, consumer: LagSource) -> None:
-        """Export the lag of ``consumer`` (the sink's loop consumer) at each scrape."""
-        self._consumers = [consumer]
+    def watch_group(self, endpoint: Any, group: str, topics: Sequence[str]) -> GroupLag:
+        """Export the lag of the sink's consumer group ``group`` on ``topics`` (full
+        names), asked of the broker as ``endpoint`` (the sink's settings)."""
+        if self.lag is None:
+            self.lag = GroupLag.of(endpoint, group, topics)
+            self.registry.register(self.lag)
+        return self.lag
 
     def flushed(self) -> None:
         """A batch was written to ClickHouse now."""

@@ -67,6 +67,7 @@ class SinkRunner:
         self.sink_id = f"sink-{worker}"
         self.group_id = names.sink_group(settings)
         self._logical = {settings.topic(name): name for name in SINK_TOPICS}
+        self.metrics.watch_group(settings, self.group_id, list(self._logical))
         self._rejected_topic = settings.topic("rejected")
         self._backoff = 0.0
         self._tables: collections.Counter[str] = collections.Counter()
@@ -172,6 +173,7 @@ class SinkRunner:
             )
             raise RetryBatch(self._backoff) from exc
         self.metrics.flushes.labels("ok").inc()
+        self.metrics.flushed()
         self.metrics.flush_seconds.observe(time.perf_counter() - started)
         self.flushes += 1
         self._backoff = 0.0

@@ -80,6 +80,7 @@ class Stack:
     token: str
     services: dict[str, ServiceProcess] = field(default_factory=dict)
     estate: Estate | None = None
+    prometheus: Any = None
 
     @property
     def url(self) -> str:
@@ -96,6 +97,8 @@ class Stack:
         process.start(timeout=120)
 
     def stop(self) -> None:
+        if self.prometheus is not None:
+            self.prometheus.down()
         for process in reversed(list(self.services.values())):
             process.stop()
         console = self.services.get("console")
@@ -188,6 +191,11 @@ def stack(kafka_broker: TestBroker, tmp_path_factory: pytest.TempPathFactory) ->
             lambda: http_json(f"http://127.0.0.1:{s.notary_port}/healthz") is not None,
             tmp,
         )
+        if shutil.which("prometheus"):  # .ci/run installs it; the Health test says if missing
+            from streams.dev.prometheus import LocalPrometheus
+
+            running.prometheus = LocalPrometheus.for_settings(settings, scrape_interval_s=1.0)
+            running.prometheus.up(timeout=60)
         result = run_demo(settings, timeout_s=90)
         assert result.matched == len(result.items), [(i.label, i.got) for i in result.items]
         running.estate = Estate(settings)

@@ -118,6 +118,8 @@ def test_governance_shows_the_estate(stack: Stack, page: Any) -> None:
     assert "payments.limit" in policies
     assert page.locator("#bundle-history tbody tr").count() >= 1
     page.wait_for_selector("#key-status[data-trusted='yes']")
+    operators = page.locator("#operators").inner_text()
+    assert "ada" in operators and "active" in operators and "root" in operators
     feed = page.locator("#feed-body").inner_text()
     assert "approved" in feed and "denied" in feed
     screenshot(page, "governance")
@@ -291,3 +293,21 @@ def test_what_if_replays_recorded_intents_against_a_draft(stack: Stack, page: An
     changed = page.locator("#whatif-rows").inner_text()
     assert "would deny" in changed and "payments.limit" in changed
     screenshot(page, "governance-whatif")
+
+
+def test_the_health_dashboard_shows_the_running_pipeline(stack: Stack, page: Any) -> None:
+    if stack.prometheus is None:
+        pytest.fail("prometheus is not installed: apt-get install prometheus (.ci/run does)")
+    page.goto(f"{stack.url}/health")
+    workers = page.locator("[data-panel='workers']")
+    deadline = time.monotonic() + 60
+    up = workers.locator(".num")
+    while up.count() != 1 or up.inner_text().strip() != "1":  # refreshed every 5 s
+        assert time.monotonic() < deadline, workers.inner_text()
+        page.wait_for_timeout(1000)
+    assert "ok" in (workers.get_attribute("class") or "")
+    page.locator("[data-panel='rate'] .value", has_text="approved").wait_for(timeout=60_000)
+    page.locator("[data-panel='agents'] .value", has_text="quarantined").wait_for()
+    unauthorized = page.locator("[data-panel='unauthorized'] .value").inner_text()
+    assert unauthorized.strip() == "0"
+    screenshot(page, "health")

@@ -117,8 +117,8 @@ function feedRow(d) {
 function feedMatches(d) {
   const filter = document.getElementById("feed-filter");
   if (!filter) return true;
-  const agent = filter.querySelector('[name="agent"]').value.trim();
-  const outcome = filter.querySelector('[name="outcome"]').value;
+  const agent = filter.querySelector('[name="feed_agent"]').value.trim();
+  const outcome = filter.querySelector('[name="feed_outcome"]').value;
   return (!agent || d.agent_id === agent) && (!outcome || d.status === outcome);
 }
 

@@ -1,12 +1,17 @@
 // The health dashboard refreshes its figures every few seconds.
 import { api, el } from "./console.js";
 
-function valueText(panel) {
-  if (panel.error) return "unknown";
-  if (!panel.rows.length) return "no data";
-  return panel.rows
-    .map((r) => `${r.label ? r.label + ": " : ""}${r.value === null ? "—" : Number(r.value).toFixed(r.value % 1 ? 2 : 0)}${panel.unit ? " " + panel.unit : ""}`)
-    .join(" · ");
+const number = (v) => (v === null ? "—" : Number.isInteger(v) ? String(v) : v.toFixed(2));
+
+function valueNodes(panel) {
+  if (panel.error) return ["unknown"];
+  if (!panel.rows.length) return ["no data"];
+  if (panel.rows.length === 1 && !panel.rows[0].label) return [`${number(panel.rows[0].value)} ${panel.unit}`];
+  const list = el("ul", { class: "rows" });
+  for (const r of panel.rows) {
+    list.append(el("li", {}, el("span", { class: "label" }, r.label), " ", el("span", { class: "num" }, `${number(r.value)} ${panel.unit}`)));
+  }
+  return [list];
 }
 
 async function refresh() {
@@ -16,7 +21,7 @@ async function refresh() {
     const card = document.querySelector(`[data-panel="${panel.key}"]`);
     if (!card) continue;
     card.className = `panel ${panel.status}`;
-    card.querySelector(".value").textContent = valueText(panel);
+    card.querySelector(".value").replaceChildren(...valueNodes(panel));
     card.querySelector(".error").textContent = panel.error;
   }
   const alerts = document.getElementById("alerts-body");

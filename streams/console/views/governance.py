@@ -102,7 +102,30 @@ def state_view(replica: ControlReplica) -> dict[str, Any]:
                     for p in sorted(engine.policies.values(), key=lambda p: p.policy_id)
                 ],
             }
+        now = _now_ms()
+        operators = [
+            {
+                "kid": entry.kid,
+                "label": "root key (operators.jwks.json)",
+                "status": "root",
+                "since_ms": entry.not_before_ms,
+                "until_ms": entry.retired_at_ms,
+                "by": "",
+            }
+            for entry in replica.state.operator_keys.values()
+        ] + [
+            {
+                "kid": o.kid,
+                "label": o.label,
+                "status": o.status(now),
+                "since_ms": o.enrolled_at_ms,
+                "until_ms": o.until_ms,
+                "by": o.enrolled_by,
+            }
+            for o in sorted(replica.state.operators.values(), key=lambda o: o.enrolled_at_ms)
+        ]
         return {
+            "operators": operators,
             "agents": agents,
             "runtimes": runtimes,
             "switches": engaged,
@@ -133,8 +156,17 @@ async def governance(request: web.Request) -> web.StreamResponse:
     feed: list[dict[str, Any]] = []
     error = ""
     try:
+        feed_filters = SearchFilters.from_query(
+            {
+                "agent": request.query.get("feed_agent", ""),
+                "outcome": request.query.get("feed_outcome", ""),
+            }
+        )
+    except ValueError as exc:
+        feed_filters, error = SearchFilters(), str(exc)
+    try:
         held = await console.blocking(console.store.held_for_review)
-        feed = await console.blocking(console.store.decisions, SearchFilters(), limit=50)
+        feed = await console.blocking(console.store.decisions, feed_filters, limit=50)
     except TrustplaneError as exc:
         error = exc.reason
     answers = {row["intent_id"]: console.replica.reviews.get(row["intent_id"]) for row in held}
@@ -147,6 +179,7 @@ async def governance(request: web.Request) -> web.StreamResponse:
         feed=feed,
         store_error=error,
         draft=draft_document(console.replica),
+        feed_filters=feed_filters,
         whatif_default=WHATIF_DEFAULT,
     )
 

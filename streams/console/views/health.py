@@ -23,8 +23,11 @@ async def _snapshot(request: web.Request) -> dict[str, Any]:
         alerts_error = ""
     except PrometheusError as exc:
         alerts, alerts_error = [], str(exc)
+    errors = {p.error for p in panels}
+    down = next(iter(errors)) if len(errors) == 1 and "" not in errors else ""
     return {
         "prometheus": client.url,
+        "prometheus_down": down,
         "panels": [p.to_dict() for p in panels],
         "alerts": alerts,
         "alerts_error": alerts_error,
