@@ -268,6 +268,9 @@ def create_app(settings: Settings) -> faust.App:
         broker_credentials=kafka.faust_credentials(settings),
         autodiscover=False,
         store="memory://",
+        # Faust makes its data folder (empty with the memory store) in the working
+        # directory unless told otherwise: keep it with the rest of the worker's state
+        datadir=str(settings.state_dir / "faust"),
         topic_disable_leader=True,
         web_enabled=settings.web_port > 0,
         web_port=settings.web_port or 6066,
