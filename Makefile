@@ -9,7 +9,7 @@ STATE  := .state
 TP     := $(BIN)/trustplane
 
 .DEFAULT_GOAL := help
-.PHONY: help install run stop worker test test-unit bench lint format typecheck clean
+.PHONY: help install run stop worker test test-unit screenshots bench lint format typecheck clean
 
 help: ## Show the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -66,6 +66,9 @@ test: install ## Run the whole test suite (starts its own Kafka broker)
 
 test-unit: install ## Only the fast tests that need no broker
 	$(BIN)/pytest -m "not broker"
+
+screenshots: install ## Retake the console's screenshots in docs/screenshots (runs its browser tests)
+	TRUSTPLANE_SCREENSHOTS=1 $(BIN)/pytest tests/browser
 
 bench: install ## Benchmark the gate end to end (`make bench ARGS=--quick` for the smoke)
 	$(BIN)/pip install --quiet -e '.[dev,bench]'

@@ -120,6 +120,14 @@ def test_the_wheel_brings_its_schemas_and_not_the_gate(sdk_venv: Path, tmp_path:
     assert "dev.trustplane.Intent" in found["records"]
     assert "dev.trustplane.Approval" in found["records"]
     run(sdk_venv / "bin" / "trustplane", "--help", cwd=tmp_path)
+    # the console's pages and browser modules ship in the wheel (its extra brings jinja2)
+    shipped = (
+        "import importlib.resources as r, json\n"
+        "root = r.files('streams.console')\n"
+        "print(json.dumps([str(p) for p in ('templates/governance.html', 'static/tpsign.js',"
+        " 'static/console.css') if not (root / p).is_file()]))"
+    )
+    assert json.loads(run(python, "-c", shipped, cwd=tmp_path)) == []
 
 
 def test_an_installed_agent_and_executor_work_with_the_real_gate(
