@@ -20,7 +20,7 @@ from streams.config import Settings
 from streams.console.data import LineageStore
 from streams.gatekeys import gate_jwks_path
 
-__all__ = ["EVIDENCE_FORMAT", "EvidenceError", "build_evidence"]
+__all__ = ["EVIDENCE_FORMAT", "EvidenceError", "build_event_evidence", "build_evidence"]
 
 EVIDENCE_FORMAT = "https://trustplane.dev/evidence/v1"
 
@@ -34,6 +34,37 @@ def _read_text(path: Any) -> str | None:
         return str(path.read_text()).strip()
     except OSError:
         return None
+
+
+def _keys(settings: Settings) -> dict[str, Any]:
+    from streams.notary import notary_vkey_path
+
+    jwks_text = _read_text(gate_jwks_path(settings))
+    return {
+        "gate_jwks": json.loads(jwks_text) if jwks_text else None,
+        "notary_vkey": _read_text(notary_vkey_path(settings)),
+    }
+
+
+def build_event_evidence(settings: Settings, notary: NotaryClient, event_id: str) -> dict[str, Any]:
+    """The bundle of one lineage event that names no intent (a control command, a
+    rejected input): the event, its inclusion proof and checkpoint, the keys."""
+    try:
+        answer = notary.inclusion(event_id=event_id)
+    except ProofClientError as exc:
+        raise EvidenceError(f"the notary has no proof for {event_id}: {exc.reason}") from exc
+    return {
+        "format": EVIDENCE_FORMAT,
+        "created_at": iso_ms(time.time_ns() // 1_000_000),
+        "intent_id": None,
+        "intent": None,
+        "approvals": [],
+        "outcomes": [],
+        "events": [answer],
+        "unproven_events": [],
+        "checkpoints": [answer["checkpoint"]],
+        "keys": _keys(settings),
+    }
 
 
 def build_evidence(
@@ -50,10 +81,6 @@ def build_evidence(
             events.append(notary.inclusion(event_id=str(event["event_id"])))
         except ProofClientError as exc:
             missing.append(f"{event['event_id']}: {exc.reason}")
-    jwks_text = _read_text(gate_jwks_path(settings))
-    from streams.notary import notary_vkey_path
-
-    vkey = _read_text(notary_vkey_path(settings))
     intent = timeline["intent"]
     checkpoints = sorted({answer["checkpoint"] for answer in events}, key=len)
     return {
@@ -79,8 +106,5 @@ def build_evidence(
         "events": events,
         "unproven_events": missing,
         "checkpoints": checkpoints,
-        "keys": {
-            "gate_jwks": json.loads(jwks_text) if jwks_text else None,
-            "notary_vkey": vkey,
-        },
+        "keys": _keys(settings),
     }

@@ -17,6 +17,7 @@ from streams.cli.proof import NotaryClient
 from streams.config import Settings
 from streams.console.auth import SESSION_KEY, Sessions, security_middleware
 from streams.console.data import LineageStore, open_store
+from streams.console.demo import DEMO_RUNNER_PORT, DemoRunnerClient
 from streams.console.feed import DecisionFeed
 from streams.console.health import PrometheusClient
 from streams.console.relay import CommandRelay
@@ -71,6 +72,7 @@ class Console:
     prometheus: PrometheusClient
     invites: InviteStore
     feed: DecisionFeed
+    demo: DemoRunnerClient
     env: jinja2.Environment = field(default_factory=templates)
 
     def render(self, request: web.Request, name: str, **values: Any) -> web.Response:
@@ -94,14 +96,23 @@ def console_token(settings: Settings) -> BearerToken:
 
 
 def build_app(console: Console) -> web.Application:
-    from streams.console.views import access, commands, events, governance, health, lineage
+    from streams.console.views import (
+        access,
+        commands,
+        demo,
+        events,
+        governance,
+        health,
+        lineage,
+        proof,
+    )
 
     app = web.Application(
         middlewares=[security_middleware(console.sessions)], client_max_size=2 * 1024 * 1024
     )
     app[CONSOLE_KEY] = console
     app.router.add_static("/static/", HERE / "static", show_index=False)
-    for module in (access, commands, events, governance, lineage, health):
+    for module in (access, commands, events, governance, lineage, health, proof, demo):
         app.add_routes(module.routes)
 
     async def start_feed(app: web.Application) -> None:
@@ -131,6 +142,10 @@ def make_console(settings: Settings, token: BearerToken) -> Console:
         prometheus=PrometheusClient(settings.resolved_prometheus_url),
         invites=InviteStore(settings.console_state_dir / "invites"),
         feed=DecisionFeed(store, replica),
+        demo=DemoRunnerClient(
+            f"http://127.0.0.1:{DEMO_RUNNER_PORT}",
+            settings.state_dir / "demo-runner" / "token",
+        ),
     )
     return console
 

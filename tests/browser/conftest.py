@@ -47,8 +47,10 @@ def chromium_path() -> str | None:
     return None
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    """Chromium for one module. Not for the session: Playwright's sync API runs an asyncio
+    loop while it is open, and every later test that calls asyncio.run() would fail."""
     path = chromium_path()
     if path is None:
         if os.environ.get("CI"):
@@ -81,6 +83,8 @@ class Stack:
     services: dict[str, ServiceProcess] = field(default_factory=dict)
     estate: Estate | None = None
     prometheus: Any = None
+    material: Path | None = None
+    """Served by the console at /api/test/material/<name> (tampered proofs for tests)."""
 
     @property
     def url(self) -> str:
@@ -89,6 +93,8 @@ class Stack:
     def service(self, name: str, role: str, args: list[str], ready: Any, tmp: Path) -> None:
         env = {**settings_env(self.settings), **role_env(self.settings, role)}
         env["TRUSTPLANE_CONSOLE_TOKEN"] = self.token
+        if self.material is not None:
+            env["TRUSTPLANE_CONSOLE_TEST_MATERIAL"] = str(self.material)
         process = ServiceProcess(
             name=name, command=[TRUSTPLANE, *args], env=env, log_path=tmp / f"{name}.log"
         )
@@ -165,7 +171,8 @@ def stack(kafka_broker: TestBroker, tmp_path_factory: pytest.TempPathFactory) ->
     tmp = tmp_path_factory.mktemp("console-stack")
     settings = make_settings(kafka_broker, tmp)
     os.environ["TRUSTPLANE_KAFKA_CREDENTIALS_DIR"] = str(kafka_broker.credentials_dir)
-    running = Stack(settings, token=secrets.token_urlsafe(32))
+    running = Stack(settings, token=secrets.token_urlsafe(32), material=tmp / "material")
+    running.material.mkdir()  # type: ignore[union-attr]
     s = settings
     try:
         running.service(

@@ -14,6 +14,17 @@ const enc = new TextEncoder();
 // RFC 8785 (JCS). ECMAScript's JSON.stringify of strings and numbers is the RFC's
 // serialization; keys sort by UTF-16 code units, which is Array.prototype.sort's order.
 export function canonicalize(value) {
+  return jcs(value, false);
+}
+
+// RFC 8785 of values read back (JSON, Avro doubles), as a verifier recomputes signed bytes:
+// an integral number beyond 2^53-1 is a double there and is written as one ("1e+21"), as
+// Python's rfc8785 writes a float. canonicalize refuses it (it may be a rounded integer).
+export function canonicalizeDoubles(value) {
+  return jcs(value, true);
+}
+
+function jcs(value, doubles) {
   if (value === null) return "null";
   switch (typeof value) {
     case "boolean":
@@ -23,19 +34,19 @@ export function canonicalize(value) {
       return JSON.stringify(value);
     case "number":
       if (!Number.isFinite(value)) throw new TypeError("NaN and Infinity have no JSON form");
-      if (Number.isInteger(value) && !Number.isSafeInteger(value)) {
+      if (!doubles && Number.isInteger(value) && !Number.isSafeInteger(value)) {
         throw new TypeError("an integer beyond 2^53-1: send it as a string");
       }
       return JSON.stringify(value);
     case "object": {
-      if (Array.isArray(value)) return "[" + Array.from(value, canonicalize).join(",") + "]";
+      if (Array.isArray(value)) return "[" + Array.from(value, (item) => jcs(item, doubles)).join(",") + "]";
       const proto = Object.getPrototypeOf(value);
       if (proto !== Object.prototype && proto !== null) throw new TypeError("only plain objects");
       return (
         "{" +
         Object.keys(value)
           .sort()
-          .map((k) => canonicalize(k) + ":" + canonicalize(value[k]))
+          .map((k) => jcs(k, doubles) + ":" + jcs(value[k], doubles))
           .join(",") +
         "}"
       );
