@@ -24,7 +24,7 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP) ## Create .venv and install trustplane with its dev tools
 
-run: install ## Start Kafka, the gate worker, sink, notary, console and Prometheus; run the demo; print the console URL (`make stop`)
+run: install ## Start Kafka, the worker, sink, notary, console, demo runner, Prometheus; run the demo; print the console URL (`make stop`)
 	$(TP) kafka up
 	$(TP) keys init
 	@mkdir -p $(STATE)
@@ -41,6 +41,14 @@ run: install ## Start Kafka, the gate worker, sink, notary, console and Promethe
 	done
 	@# the operator's CLI (the default principal) registers the demo agents; they publish as `agent`
 	$(TP) demo --agents
+	@# the demo's scripted estate for the console's Demo page: it signs as the operator and
+	@# publishes as `agent`, so it runs with no fixed principal (the local default)
+	@if [ -f $(STATE)/demo-runner.pid ] && kill -0 $$(cat $(STATE)/demo-runner.pid) 2>/dev/null; then \
+		echo "demo-runner already running (pid $$(cat $(STATE)/demo-runner.pid))"; \
+	else \
+		nohup $(TP) demo-runner > $(STATE)/demo-runner.log 2>&1 & echo $$! > $(STATE)/demo-runner.pid; \
+		echo "demo-runner started (pid $$(cat $(STATE)/demo-runner.pid), log $(STATE)/demo-runner.log)"; \
+	fi
 	@if command -v prometheus >/dev/null; then $(TP) prometheus up; \
 	else echo "Prometheus is not installed, so the console's Health page has no figures: apt-get install prometheus"; fi
 	@sleep 2
@@ -51,12 +59,12 @@ run: install ## Start Kafka, the gate worker, sink, notary, console and Promethe
 	@echo "Try: $(TP) tail denied --from-beginning --idle 2    Stop everything: make stop"
 	@echo
 	@for i in $$(seq 50); do [ -s $(STATE)/console/console.token ] && break; sleep 0.2; done
-	@echo "Console (Governance, Lineage, Health): http://127.0.0.1:6060/login?token=$$(cat $(STATE)/console/console.token)"
+	@echo "Console (Governance, Lineage, Health, Proofs, Demo): http://127.0.0.1:6060/login?token=$$(cat $(STATE)/console/console.token)"
 	@# a one-time link that enrols a browser key as an operator (valid 15 min; the CLI holds the root key)
 	@$(TP) operators invite --label newcomer --ttl 900 --detach
 
 stop: ## Stop the console, the gate worker, the sink, the notary, Prometheus and Kafka
-	@for svc in invite console worker sink notary; do \
+	@for svc in invite demo-runner console worker sink notary; do \
 		if [ -f $(STATE)/$$svc.pid ]; then kill $$(cat $(STATE)/$$svc.pid) 2>/dev/null || true; rm -f $(STATE)/$$svc.pid; echo "$$svc stopped"; fi; \
 	done
 	@if [ -x $(TP) ]; then $(TP) prometheus down 2>/dev/null || true; $(TP) kafka down; fi

@@ -92,6 +92,7 @@ class LineageRecorder:
                 "resource": intent.resource,
                 "sequence": str(intent.sequence),
                 "topic": topic,
+                **_scenario_labels(intent),
                 **(attributes or {}),
             },
         )
@@ -127,3 +128,17 @@ class LineageRecorder:
             reasons=(reason,),
             attributes={"source": str(source), "value_sha256": value_digest},
         )
+
+
+SCENARIO_LABELS = ("scenario", "scenario_run")
+"""Context keys a demo scenario's intents carry (streams/dev/scenarios.py), copied into
+their decision events so lineage tells scenario runs from real traffic."""
+_LABEL_CHARS = 64
+
+
+def _scenario_labels(intent: Intent) -> dict[str, str]:
+    return {
+        key: value[:_LABEL_CHARS]
+        for key in SCENARIO_LABELS
+        if isinstance(value := intent.context.get(key), str) and value
+    }

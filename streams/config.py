@@ -159,6 +159,8 @@ class Settings:
     console_token: str = field(default="", repr=False)
     """Access token of the console (32+ characters). Empty: one generated into
     <state_dir>/console/console.token (0600) and printed at start, like Jupyter's."""
+    demo_runner_port: int = 6061
+    """Port of `trustplane demo-runner`, the Runtime Governance Demo's scripted estate."""
     prometheus_port: int = 6069
     """Port of the Prometheus server `trustplane prometheus up` starts (127.0.0.1)."""
     prometheus_url: str = ""
@@ -192,7 +194,13 @@ class Settings:
             raise ConfigError("transaction_max_records and transaction_max_ms must be >= 1")
         if self.sink_batch_rows < 1 or self.sink_batch_ms < 1:
             raise ConfigError("sink_batch_rows and sink_batch_ms must be >= 1")
-        for name in ("web_port", "sink_http_port", "console_port", "prometheus_port"):
+        for name in (
+            "web_port",
+            "sink_http_port",
+            "console_port",
+            "prometheus_port",
+            "demo_runner_port",
+        ):
             if not 0 <= getattr(self, name) <= 65535:
                 raise ConfigError(f"{name} must be a port number (0-65535)")
         if self.state_store not in ("memory", "rocksdb"):

@@ -40,6 +40,7 @@ from streams.cli.proof import notary_command, proof_app
 from streams.cli.sql import sink as sink_command
 from streams.cli.sql import sql as sql_command
 from streams.config import Settings
+from streams.dev.demo_runner import demo_runner_command
 
 __all__ = ["main", "cli"]
 
@@ -90,6 +91,7 @@ cli.add_typer(proof_app)  # trustplane proof ..., trustplane checkpoint
 cli.add_typer(mcp_app)  # trustplane mcp-proxy
 cli.command("notary")(notary_command)
 cli.command("console")(console_command)
+cli.command("demo-runner")(demo_runner_command)
 
 
 @cli.callback()

@@ -16,9 +16,7 @@ from typing import Any
 from processors.exceptions import TrustplaneError
 from streams.httpauth import bearer_header, read_token_file
 
-__all__ = ["DEMO_RUNNER_PORT", "DemoRunnerClient", "DemoRunnerError"]
-
-DEMO_RUNNER_PORT = 6061
+__all__ = ["DemoRunnerClient", "DemoRunnerError"]
 
 
 class DemoRunnerError(TrustplaneError):

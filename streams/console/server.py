@@ -17,7 +17,7 @@ from streams.cli.proof import NotaryClient
 from streams.config import Settings
 from streams.console.auth import SESSION_KEY, Sessions, security_middleware
 from streams.console.data import LineageStore, open_store
-from streams.console.demo import DEMO_RUNNER_PORT, DemoRunnerClient
+from streams.console.demo import DemoRunnerClient
 from streams.console.feed import DecisionFeed
 from streams.console.health import PrometheusClient
 from streams.console.relay import CommandRelay
@@ -143,7 +143,7 @@ def make_console(settings: Settings, token: BearerToken) -> Console:
         invites=InviteStore(settings.console_state_dir / "invites"),
         feed=DecisionFeed(store, replica),
         demo=DemoRunnerClient(
-            f"http://127.0.0.1:{DEMO_RUNNER_PORT}",
+            f"http://127.0.0.1:{settings.demo_runner_port}",
             settings.state_dir / "demo-runner" / "token",
         ),
     )

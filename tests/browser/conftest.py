@@ -90,8 +90,9 @@ class Stack:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.settings.console_port}"
 
-    def service(self, name: str, role: str, args: list[str], ready: Any, tmp: Path) -> None:
-        env = {**settings_env(self.settings), **role_env(self.settings, role)}
+    def service(self, name: str, role: str | None, args: list[str], ready: Any, tmp: Path) -> None:
+        """Start ``trustplane ARGS`` as Kafka user ``role`` (None: the test's admin)."""
+        env = {**settings_env(self.settings), **(role_env(self.settings, role) if role else {})}
         env["TRUSTPLANE_CONSOLE_TOKEN"] = self.token
         if self.material is not None:
             env["TRUSTPLANE_CONSOLE_TEST_MATERIAL"] = str(self.material)
@@ -154,6 +155,7 @@ def make_settings(broker: TestBroker, tmp: Path) -> Settings:
         notary_port=free_port(),
         console_port=free_port(),
         prometheus_port=free_port(),
+        demo_runner_port=free_port(),
         state_dir=tmp / "state",
         kafka_principal=ADMIN,
         kafka_credentials_dir=broker.credentials_dir,
@@ -166,7 +168,7 @@ def make_settings(broker: TestBroker, tmp: Path) -> Settings:
     return settings
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="package")
 def stack(kafka_broker: TestBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     tmp = tmp_path_factory.mktemp("console-stack")
     settings = make_settings(kafka_broker, tmp)
@@ -206,6 +208,15 @@ def stack(kafka_broker: TestBroker, tmp_path_factory: pytest.TempPathFactory) ->
         result = run_demo(settings, timeout_s=90)
         assert result.matched == len(result.items), [(i.label, i.got) for i in result.items]
         running.estate = Estate(settings)
+        # the demo's scripted estate: it publishes as `agent` and signs as the operator,
+        # two principals, so here it runs as the test's admin
+        running.service(
+            "demo-runner",
+            None,
+            ["demo-runner"],
+            lambda: http_json(f"http://127.0.0.1:{s.demo_runner_port}/healthz") is not None,
+            tmp,
+        )
         running.service(
             "console",
             "console",

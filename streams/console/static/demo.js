@@ -9,7 +9,7 @@ function intentRow(i) {
     ? el("a", { href: `/lineage/intent/${encodeURIComponent(i.intent_id)}` }, i.intent_id.slice(0, 12))
     : "";
   const proof = i.intent_id ? el("a", { href: `/proof?q=${encodeURIComponent(i.intent_id)}` }, "verify") : "";
-  const matched = i.outcome ? (i.outcome === i.expected ? "as expected" : "NOT as expected") : "waiting";
+  const matched = i.outcome ? (i.as_expected ? "as expected" : `NOT as expected: ${i.expected_text ?? i.expected}`) : "waiting";
   return el(
     "tr",
     { class: `outcome-${i.outcome ?? "waiting"}` },
@@ -26,20 +26,18 @@ function intentRow(i) {
 }
 
 function findings(run) {
-  const out = [];
-  const items = Array.isArray(run.findings) ? run.findings : Object.entries(run.findings || {}).map(([k, v]) => ({ name: k, value: v }));
-  for (const f of items) {
-    const text = typeof f === "string" ? f : `${f.name ?? f.title ?? ""}: ${typeof f.value === "object" ? JSON.stringify(f.value) : f.value ?? f.detail ?? ""}`;
-    out.push(el("p", { class: "finding" }, text));
-  }
-  return out;
+  return (run.findings || []).map((f) => {
+    const value = typeof f.value === "object" && f.value !== null ? JSON.stringify(f.value) : f.value;
+    const state = f.ok === true ? "ok" : f.ok === false ? "fail" : "";
+    return el("p", { class: `finding ${state}`, "data-finding": f.name }, el("strong", {}, `${f.name}: `), `${value ?? ""}`, f.detail ? ` — ${f.detail}` : "");
+  });
 }
 
 function render(run) {
   $("run").hidden = false;
   $("run-id").textContent = run.run_id ?? "";
   $("run-scenario").textContent = run.scenario ?? "";
-  $("run-status").textContent = run.status ?? "";
+  $("run-status").textContent = `${run.status ?? ""}${run.progress && run.status === "running" ? ` (${run.progress})` : ""}`;
   $("run-status").className = `verdict ${run.status === "passed" ? "pass" : run.status === "failed" || run.status === "error" ? "fail" : ""}`;
   $("run-intents").replaceChildren(...(run.intents || []).map(intentRow));
   $("run-findings").replaceChildren(...findings(run), ...(run.error ? [el("p", { class: "result fail" }, run.error)] : []));
