@@ -14,6 +14,7 @@ import re
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -270,7 +271,7 @@ def test_the_lineage_explorer_searches_and_shows_a_timeline(stack: Stack, page: 
     screenshot(page, "lineage-timeline")
     with page.expect_download() as download:
         page.click("#evidence-link")
-    bundle = json.loads(open(download.value.path()).read())
+    bundle = json.loads(Path(download.value.path()).read_text())
     assert bundle["format"] == "https://trustplane.dev/evidence/v1"
     assert bundle["events"] and not bundle["unproven_events"]
     verifier = load_verifier(None, stack.settings)  # pinned: never the bundle's own key
