@@ -63,7 +63,7 @@ run: install ## Start Kafka, the worker, sink, notary, console, demo runner, Pro
 	@# a one-time link that enrols a browser key as an operator (valid 15 min; the CLI holds the root key)
 	@$(TP) operators invite --label newcomer --ttl 900 --detach
 
-stop: ## Stop the console, the gate worker, the sink, the notary, Prometheus and Kafka
+stop: ## Stop the console, the demo runner, the worker, the sink, the notary, Prometheus and Kafka
 	@for svc in invite demo-runner console worker sink notary; do \
 		if [ -f $(STATE)/$$svc.pid ]; then kill $$(cat $(STATE)/$$svc.pid) 2>/dev/null || true; rm -f $(STATE)/$$svc.pid; echo "$$svc stopped"; fi; \
 	done

@@ -33,7 +33,7 @@ def console_command(
     ] = None,
     tls_key: Annotated[Path | None, typer.Option(help="PEM private key of --tls-cert.")] = None,
 ) -> None:
-    """Serve the operators' console: Governance, Lineage Explorer, Health.
+    """Serve the operators' console: Governance, Lineage, Health, Proof Viewer, Demo.
 
     Reading needs a login: open the URL printed at start (its token is kept in
     <state_dir>/console/console.token, 0600, or given as TRUSTPLANE_CONSOLE_TOKEN).
