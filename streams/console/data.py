@@ -267,8 +267,10 @@ class LineageStore:
     def held_for_review(self, limit: int = 50) -> list[dict[str, Any]]:
         held = self._rows(_HELD, {"limit": limit})
         for row in held:
-            row["parameters"] = _json(row.get("parameters_json"))
-            row["context"] = _json(row.get("context_json"))
+            # the intent's own row may reach the store a moment after its decision
+            recorded = bool(row.get("parameters_json"))
+            row["parameters"] = _json(row.get("parameters_json")) if recorded else None
+            row["context"] = _json(row.get("context_json")) if recorded else None
         return held
 
     def gaps(self, limit: int = 200) -> dict[str, list[dict[str, Any]]]:

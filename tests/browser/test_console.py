@@ -175,7 +175,8 @@ def test_a_review_approved_in_the_browser_produces_a_signed_approval(
         wait_for(reader, lambda r: (r.record or {}).get("intent_id") == held_id)
         row = page.locator(f"#review-queue tr[data-intent='{held_id}']")
         deadline = time.monotonic() + 30
-        while row.count() == 0 and time.monotonic() < deadline:  # the sink writes it
+        # the sink writes the decision, then (maybe a batch later) the intent's parameters
+        while time.monotonic() < deadline and (row.count() == 0 or "40" not in row.inner_text()):
             page.wait_for_timeout(500)
             page.reload()
         assert "refunds.issue" in row.inner_text() and "40" in row.inner_text()
