@@ -32,13 +32,10 @@ import contextlib
 import fcntl
 import hashlib
 import json
-import os
 import re
 import shutil
-import signal
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -53,6 +50,7 @@ from streams import kafka
 from streams.acls import ADMIN, BROKER, SUPER_USERS
 from streams.config import PROJECT_ROOT
 from streams.credentials import CredentialStore, write_private
+from streams.dev.process import command_line, read_text, spawn_detached, stop_process, tail
 from streams.sdk.config import DEFAULT_SASL_MECHANISM, ClientConfig, Secret
 
 __all__ = [
@@ -71,16 +69,6 @@ INSTALL_HINT = (
     "(https://repo.maven.apache.org) the first time; on Debian/Ubuntu: "
     "`apt-get install maven openjdk-17-jre-headless`"
 )
-
-# Started with ``python -I -c``: starts the broker in its own session and exits at once,
-# so the broker is never a child of the caller (no zombie, no "still running" warning).
-_DETACH = """\
-import subprocess, sys
-with open(sys.argv[1], "ab") as log:
-    broker = subprocess.Popen(sys.argv[2:], stdin=subprocess.DEVNULL, stdout=log,
-                              stderr=log, start_new_session=True)
-print(broker.pid)
-"""
 
 
 class BrokerError(TrustplaneError):
@@ -233,7 +221,7 @@ class LocalKafka:
         except subprocess.TimeoutExpired as exc:
             raise BrokerError("Maven did not finish in 15 minutes", hint=INSTALL_HINT) from exc
         if result.returncode != 0 or not any(staging.glob("kafka_*.jar")):
-            output = _tail(_strip_ansi(result.stdout + result.stderr), 15)
+            output = tail(_strip_ansi(result.stdout + result.stderr), 15)
             raise BrokerError(
                 f"Maven could not resolve the Kafka jars (exit {result.returncode}):\n{output}",
                 hint=INSTALL_HINT,
@@ -370,26 +358,22 @@ class LocalKafka:
             for password in users.values():
                 output = output.replace(password.get(), "********")
             raise BrokerError(
-                f"formatting the broker's storage failed:\n{_tail(output)}",
+                f"formatting the broker's storage failed:\n{tail(output)}",
                 hint=f"delete {self.data_dir} (all local topics are lost) and retry",
             )
         self.scram_marker.write_text(" ".join(users) + "\n")
 
     def _spawn(self, java: str) -> int:
-        if self.log_path.exists():
-            self.log_path.replace(self.log_path.with_name(self.log_path.name + ".1"))
         command = [*self._java_command(java, "kafka.Kafka", HEAP), str(self.properties_path)]
-        result = subprocess.run(  # noqa: S603 - fixed arguments, no shell
-            [sys.executable, "-I", "-c", _DETACH, str(self.log_path), *command],
+        return spawn_detached(
+            command,
+            self.log_path,
             cwd=self.state_dir,
-            capture_output=True,
-            text=True,
             timeout=60,
-            check=False,
+            error=BrokerError,
+            what="Java",
+            hint=INSTALL_HINT,
         )
-        if result.returncode != 0 or not result.stdout.strip().isdigit():
-            raise BrokerError(f"could not start Java:\n{_tail(result.stderr)}", hint=INSTALL_HINT)
-        return int(result.stdout)
 
     def _answers(self, bootstrap: str) -> bool:
         """Whether the broker answers a metadata request from ``admin``."""
@@ -403,7 +387,7 @@ class LocalKafka:
             if not self._is_our_broker(info.pid):
                 raise BrokerError(
                     f"the broker exited while starting; last lines of {self.log_path}:\n"
-                    f"{_tail(_read_text(self.log_path))}",
+                    f"{tail(read_text(self.log_path))}",
                     hint=f"see {self.log_path}; if the data is damaged, a reset starts empty",
                 )
             if time.monotonic() > deadline:
@@ -411,7 +395,7 @@ class LocalKafka:
                 raise BrokerError(
                     f"the broker did not answer on {info.bootstrap} within {timeout:.0f} s "
                     f"(stopped it); last lines of {self.log_path}:\n"
-                    f"{_tail(_read_text(self.log_path))}",
+                    f"{tail(read_text(self.log_path))}",
                     hint="a slow machine may need a longer timeout",
                 )
             time.sleep(0.2)
@@ -436,24 +420,19 @@ class LocalKafka:
 
     def _is_our_broker(self, pid: int) -> bool:
         """True only for a live ``java kafka.Kafka`` started with this state dir's config."""
-        try:
-            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            return False
-        args = [arg for arg in raw.decode(errors="replace").split("\0") if arg]  # zombie: []
+        args = command_line(pid)
         return "kafka.Kafka" in args and args[-1] == str(self.properties_path)
 
     def _stop(self, pid: int, timeout: float) -> None:
         self.progress(f"stopping broker (pid {pid})…")
-        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 10.0)):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-            deadline = time.monotonic() + wait
-            while time.monotonic() < deadline:
-                if not self._is_our_broker(pid):
-                    return
-                time.sleep(0.1)
-        raise BrokerError(f"broker process {pid} survived SIGKILL")
+        stop_process(
+            pid,
+            self._is_our_broker,
+            timeout=timeout,
+            kill_wait=10.0,
+            error=BrokerError,
+            what="broker",
+        )
 
     # -- broker.json ----------------------------------------------------------
 
@@ -524,21 +503,9 @@ def _answers(bootstrap: str, endpoint: kafka.KafkaEndpoint) -> bool:
 
 
 def _kafka_version(pom: Path) -> str:
-    match = re.search(r"<kafka\.version>([^<]+)</kafka\.version>", _read_text(pom))
+    match = re.search(r"<kafka\.version>([^<]+)</kafka\.version>", read_text(pom))
     return match.group(1) if match else "(version from pom)"
-
-
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(errors="replace")
-    except OSError:
-        return ""
 
 
 def _strip_ansi(text: str) -> str:
     return re.sub(r"\x1b\[[0-9;]*m", "", text)
-
-
-def _tail(text: str, lines: int = 20) -> str:
-    kept = [line for line in text.splitlines() if line.strip()][-lines:]
-    return "\n".join(f"  | {line}" for line in kept) or "  | (no output)"

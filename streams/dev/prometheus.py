@@ -25,8 +25,6 @@ import os
 import shutil
 import signal
 import string
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.parse
@@ -40,6 +38,7 @@ from processors.exceptions import TrustplaneError
 from streams.config import PROJECT_ROOT, Settings
 from streams.credentials import write_private
 from streams.dev.localkafka import port_is_free
+from streams.dev.process import command_line, read_text, spawn_detached, stop_process, tail
 
 __all__ = [
     "HOST",
@@ -59,16 +58,6 @@ INSTALL_HINT = (
     "the local Prometheus is Debian's package: `apt-get install prometheus` (it ships "
     "promtool too); or put a Prometheus 2.x `prometheus` binary on PATH"
 )
-
-# Started with ``python -I -c``: starts the server in its own session and exits at once,
-# so the server is never a child of the caller (no zombie, no "still running" warning).
-_DETACH = """\
-import subprocess, sys
-with open(sys.argv[1], "ab") as log:
-    server = subprocess.Popen(sys.argv[2:], stdin=subprocess.DEVNULL, stdout=log,
-                              stderr=log, start_new_session=True)
-print(server.pid)
-"""
 
 
 class PrometheusError(TrustplaneError):
@@ -333,21 +322,15 @@ class LocalPrometheus:
         ]
 
     def _spawn(self, binary: str) -> int:
-        if self.log_path.exists():
-            self.log_path.replace(self.log_path.with_name(self.log_path.name + ".1"))
-        result = subprocess.run(  # noqa: S603 - fixed arguments, no shell
-            [sys.executable, "-I", "-c", _DETACH, str(self.log_path), *self._command(binary)],
+        return spawn_detached(
+            self._command(binary),
+            self.log_path,
             cwd=self.state_dir,
-            capture_output=True,
-            text=True,
             timeout=30,
-            check=False,
+            error=PrometheusError,
+            what=binary,
+            hint=INSTALL_HINT,
         )
-        if result.returncode != 0 or not result.stdout.strip().isdigit():
-            raise PrometheusError(
-                f"could not start {binary}:\n{_tail(result.stderr)}", hint=INSTALL_HINT
-            )
-        return int(result.stdout)
 
     def _wait_ready(self, info: PrometheusInfo, started: float, timeout: float) -> PrometheusInfo:
         deadline = started + timeout
@@ -355,7 +338,7 @@ class LocalPrometheus:
             if not self._is_ours(info.pid):
                 raise PrometheusError(
                     f"Prometheus exited while starting; last lines of {self.log_path}:\n"
-                    f"{_tail(_read_text(self.log_path))}",
+                    f"{tail(read_text(self.log_path))}",
                     hint=f"see {self.log_path}; check the configuration with "
                     f"`promtool check config {self.config_path}`",
                 )
@@ -364,7 +347,7 @@ class LocalPrometheus:
                 raise PrometheusError(
                     f"Prometheus was not ready on {info.url} within {timeout:.0f} s "
                     f"(stopped it); last lines of {self.log_path}:\n"
-                    f"{_tail(_read_text(self.log_path))}",
+                    f"{tail(read_text(self.log_path))}",
                     hint="a slow machine may need a longer timeout",
                 )
             time.sleep(0.1)
@@ -389,11 +372,7 @@ class LocalPrometheus:
 
     def _is_ours(self, pid: int) -> bool:
         """True only for a live ``prometheus`` started with this folder's configuration."""
-        try:
-            raw = Path(f"/proc/{pid}/cmdline").read_bytes()
-        except OSError:
-            return False
-        args = [arg for arg in raw.decode(errors="replace").split("\0") if arg]  # zombie: []
+        args = command_line(pid)
         return (
             bool(args)
             and Path(args[0]).name == "prometheus"
@@ -402,15 +381,14 @@ class LocalPrometheus:
 
     def _stop(self, pid: int, timeout: float) -> None:
         self.progress(f"stopping Prometheus (pid {pid})…")
-        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, sig)
-            deadline = time.monotonic() + wait
-            while time.monotonic() < deadline:
-                if not self._is_ours(pid):
-                    return
-                time.sleep(0.1)
-        raise PrometheusError(f"Prometheus process {pid} survived SIGKILL")
+        stop_process(
+            pid,
+            self._is_ours,
+            timeout=timeout,
+            kill_wait=5.0,
+            error=PrometheusError,
+            what="Prometheus",
+        )
 
     def _read_state(self) -> dict[str, Any]:
         try:
@@ -454,15 +432,3 @@ def _get_json(url: str) -> dict[str, Any]:
     except (OSError, ValueError) as exc:
         raise PrometheusError(f"{url}: {exc}") from exc
     return document if isinstance(document, dict) else {}
-
-
-def _read_text(path: Path) -> str:
-    try:
-        return path.read_text(errors="replace")
-    except OSError:
-        return ""
-
-
-def _tail(text: str, lines: int = 20) -> str:
-    kept = [line for line in text.splitlines() if line.strip()][-lines:]
-    return "\n".join(f"  | {line}" for line in kept) or "  | (no output)"
