@@ -58,6 +58,7 @@ from processors.layers.killswitch import subject_of as killswitch_subject
 from processors.timefmt import iso_ms
 from streams.codec import Codec, default_codec
 from streams.config import Settings
+from streams.dev.estate import DemoAgent, measurement
 from streams.sdk.client import Received, new_intent
 
 __all__ = [
@@ -103,10 +104,6 @@ def _now_ms() -> int:
 def new_run_id() -> str:
     """Eight lowercase hex digits: short enough for agent ids, unique enough per estate."""
     return secrets.token_hex(4)
-
-
-def _digest(text: str) -> str:
-    return "sha256:" + hashlib.sha256(text.encode()).hexdigest()
 
 
 # -- expectations and tracked intents --------------------------------------------------
@@ -229,25 +226,24 @@ class ScenarioAgent:
     sequence: int = 0
 
     @property
+    def profile(self) -> DemoAgent:
+        """Its runtime's measurements, made as the demo estate makes its agents'."""
+        return DemoAgent(self.agent_id, self.roles, f"{self.agent_id}-rt", self.environment)
+
+    @property
     def runtime_id(self) -> str:
-        return f"{self.agent_id}-rt"
+        return self.profile.runtime_id
 
     @property
     def code_digest(self) -> str:
-        return _digest(f"{self.agent_id} code v1")
+        return self.profile.code_digest
 
     @property
     def config_digest(self) -> str:
-        return _digest(f"{self.agent_id} config v1")
+        return self.profile.config_digest
 
     def runtime(self) -> dict[str, str]:
-        return {
-            "runtime_id": self.runtime_id,
-            "code_digest": self.code_digest,
-            "config_digest": self.config_digest,
-            "environment": self.environment,
-            "host": "localhost",
-        }
+        return self.profile.runtime()
 
     def next_sequence(self) -> int:
         self.sequence += 1
@@ -856,7 +852,7 @@ def _tampered_runtime(run: ScenarioRun) -> None:
     run.note("the agent's key, used from a runtime with patched code on a foreign host")
     tampered = {
         **billing.runtime(),
-        "code_digest": _digest(f"{billing.agent_id} code v1+implant"),
+        "code_digest": measurement(f"{billing.agent_id} code v1+implant"),
         "host": "203.0.113.7",
     }
     bad = run.publish(
