@@ -141,10 +141,11 @@ def check_record(record: object) -> dict[str, Any]:
         raise RelayError(f"the payload is not JSON with a canonical form: {exc}") from None
     if not isinstance(payload, dict) or canonical != record["payload"]:
         raise RelayError("the payload must be a JSON object in its RFC 8785 canonical form")
-    if _subject(record["kind"], payload) != record["subject"]:
+    subject = _subject(record["kind"], payload)
+    if subject != record["subject"]:
         raise RelayError(
             f"a {record['kind']} command with this payload has subject "
-            f"{_subject(record['kind'], payload)!r}, not {record['subject']!r}"
+            f"{subject!r}, not {record['subject']!r}"
         )
     signature = record["signature"]
     try:
