@@ -2,6 +2,12 @@
 
 A layer that raises or overruns its time budget gets an ERROR verdict; the combiner
 turns any non-ALLOW into a deny. Nothing here raises for a bad intent.
+
+The budget counts the CPU time the deciding thread spent in the layer, not the wall
+clock: a busy machine, a process stopped and continued, or a pause of the interpreter
+must not turn a good intent into a denial, while a layer that really does too much work
+(a pathological policy, a huge baseline) still does. ``duration_us`` in the verdict is
+the wall-clock time, for observability.
 """
 
 from __future__ import annotations
@@ -87,6 +93,7 @@ class Pipeline:
 
     def _run(self, layer: Layer, intent: Intent, state: GateState) -> Verdict:
         started = time.perf_counter_ns()
+        cpu_started = time.thread_time_ns()
         try:
             verdict = layer.evaluate(intent, state)
         except Exception as exc:  # noqa: BLE001 - any failure of a layer is a deny, with its reason
@@ -97,15 +104,19 @@ class Pipeline:
                 duration_us=_elapsed_us(started),
             )
         took = _elapsed_us(started)
+        worked = (time.thread_time_ns() - cpu_started) // 1000
         if not isinstance(verdict, Verdict) or verdict.layer != layer.name:
             return Verdict(
                 layer.name, Status.ERROR, (f"returned {verdict!r}, not its own Verdict",), {}, took
             )
-        if took > self._budget_us:
+        if worked > self._budget_us:
             return Verdict(
                 layer.name,
                 Status.ERROR,
-                (f"timed out: took {took / 1000:.1f} ms, budget {self._budget_us / 1000:.0f} ms",),
+                (
+                    f"timed out: used {worked / 1000:.1f} ms of CPU, budget "
+                    f"{self._budget_us / 1000:.0f} ms",
+                ),
                 dict(verdict.evidence),
                 took,
             )

@@ -143,6 +143,7 @@ class ControlState:
         self._applied: dict[str, _Applied] = {}
         self._kinds: dict[str, _Kind] = {}
         self.commands_applied = 0
+        self._issued: dict[str, str] = {}
         self.commands_refused = 0
         self.last_command_at_ms: int | None = None
         self.last_command_kind: str | None = None
@@ -314,7 +315,9 @@ class ControlState:
                 True,
                 command.kind,
                 command.subject,
-                f"{command.kind} for {command.subject!r} read back: applied when issued here",
+                # in the words it was applied with here, which are those of every other
+                # reader of the log: its lineage is the same whichever worker reports it
+                self._issued.pop(command.command_id, f"{command.kind} applied"),
                 command.command_id,
                 confirmed=True,
             )
@@ -355,6 +358,7 @@ class ControlState:
         except Refused as exc:
             return None, self._refused(record, exc.reason)
         self.log.history.place_local(command)
+        self._issued[command.command_id] = message
         return record, self._applied_result(command, message)
 
     def _refused(self, record: object, reason: str) -> ControlResult:

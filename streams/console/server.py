@@ -13,6 +13,7 @@ import jinja2
 from aiohttp import web
 
 from processors.timefmt import iso_ms
+from streams.brokerwait import wait_for_broker
 from streams.cli.proof import NotaryClient
 from streams.config import Settings
 from streams.console.auth import SESSION_KEY, Sessions, security_middleware
@@ -172,6 +173,7 @@ def run_console(
             hint="browsers give WebCrypto (which signs operator commands) only to https "
             "origins or loopback: pass --tls-cert and --tls-key, or listen on 127.0.0.1",
         )
+    wait_for_broker(settings, "console")
     console = make_console(settings, token)
     console.replica.start()
     url = settings.console_url

@@ -26,6 +26,7 @@ from processors.control import ControlResult
 from processors.exceptions import ConfigError, TrustplaneError
 from processors.lineage import LineageRecorder
 from streams import kafka, names
+from streams.brokerwait import wait_for_broker
 from streams.config import Settings
 from streams.gate.control import ControlFollower
 from streams.gate.metrics import GateHealth, GateMetrics, GroupLag
@@ -142,8 +143,15 @@ def _add_control_view(
     app.page("/control")(_guard(token, control_page))
 
 
-def _control_lineage(parts: GateParts, metrics: GateMetrics, worker: str) -> Any:
-    recorder = LineageRecorder(worker)
+CONTROL_REPORTER = "gate"
+"""The ``worker`` of a control event: every worker judges the control log the same way
+(in log order, at the broker's append time), so the event that says what became of a
+command is one event, identical whichever worker -- or restart -- reports it, and the
+notary logs it once."""
+
+
+def _control_lineage(parts: GateParts, metrics: GateMetrics) -> Any:
+    recorder = LineageRecorder(CONTROL_REPORTER)
 
     def on_result(
         record: dict[str, Any] | None, result: ControlResult | None, error: str | None
@@ -155,8 +163,7 @@ def _control_lineage(parts: GateParts, metrics: GateMetrics, worker: str) -> Any
             return
         reason = error or (result.reason if result else "")
         event = recorder.event(
-            # one event per command and worker: each worker says what it did with it
-            subject=f"{record.get('command_id')}@{worker}",
+            subject=str(record.get("command_id")),
             stage="control",
             event_type=f"control.{'applied' if applied else 'refused'}",
             status=kind,
@@ -233,6 +240,7 @@ def _signing_key_since(parts: GateParts, keys_dir: Path) -> tuple[str, float] | 
 
 def create_app(settings: Settings) -> faust.App:
     settings = settings.for_role("gate")  # its Kafka principal, unless one is configured
+    wait_for_broker(settings, "worker")
     ensure_topics(settings)
     metrics = GateMetrics()
     parts = build_gate(settings, metrics)
@@ -250,7 +258,7 @@ def create_app(settings: Settings) -> faust.App:
     follower = ControlFollower(
         settings,
         parts.control,
-        on_result=_control_lineage(parts, metrics, settings.resolved_worker_id()),
+        on_result=_control_lineage(parts, metrics),
     )
     worker = GateWorker(settings, parts.gate, control=follower, states=states)
     metrics.watch(

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sinks.clickhouse import ClickHouseSink
+from streams.brokerwait import wait_for_broker
 from streams.config import Settings
 from streams.notary.topics import ensure_notary_topics
 from streams.sink.config import SINK_TOPICS, SinkConfig, build_sink
@@ -40,6 +41,7 @@ def run_sink(
     ``running.runner.stop()`` from a signal handler to stop).
     """
     settings = settings.for_role("sink")  # its Kafka principal, unless configured
+    wait_for_broker(settings, "sink")
     ensure_topics(settings, SINK_TOPICS)
     ensure_notary_topics(settings)  # checkpoints: one partition, kept forever
     sink = build_sink(config)

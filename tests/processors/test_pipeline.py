@@ -27,11 +27,26 @@ class Raising:
 
 
 class Slow:
+    """Does 20 ms of work."""
+
     name = "slow"
 
     def evaluate(self, intent, state):
-        time.sleep(0.02)
+        started = time.thread_time()
+        while time.thread_time() - started < 0.02:
+            pass
         return Verdict.allow("slow")
+
+
+class Preempted:
+    """Takes 50 ms of wall clock but almost no CPU: what a busy machine, or a process
+    stopped and continued, looks like from inside the layer."""
+
+    name = "preempted"
+
+    def evaluate(self, intent, state):
+        time.sleep(0.05)
+        return Verdict.allow("preempted")
 
 
 def test_all_allow_approves_and_records_durations():
@@ -53,6 +68,12 @@ def test_a_layer_over_its_budget_denies():
     result = Pipeline([Slow()], layer_timeout_ms=1).decide(make_intent(), STATE)
     assert result.outcome is Outcome.DENIED
     assert "timed out" in result.reasons[0]
+
+
+def test_wall_clock_time_without_work_does_not_deny():
+    result = Pipeline([Preempted()], layer_timeout_ms=1).decide(make_intent(), STATE)
+    assert result.outcome is Outcome.APPROVED
+    assert result.verdicts[0].duration_us >= 50_000  # the wall clock is still recorded
 
 
 @pytest.mark.parametrize("bad", [None, True, "ALLOW", Verdict.allow("someone-else")])
