@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
 
@@ -44,7 +45,7 @@ class Backoff:
         self.attempt = 0
 
     def next(self) -> float:
-        delay = min(self.cap, self.first * (2**self.attempt))
+        delay = min(self.cap, self.first * float(2**self.attempt))
         self.attempt += 1
         return delay
 
@@ -67,12 +68,18 @@ def wait_for_broker(
     bootstrap = settings.resolved_bootstrap()
     backoff = Backoff()
     started = time.monotonic()
-    admin = kafka.admin(settings)
+    refusals: list[KafkaError] = []  # a refused login shows only in the error callback
+    on_error: Any = lambda e: refusals.append(e) if e.code() in _FATAL else None  # noqa: E731
+    # each refused connection would be a librdkafka line too: the wait's own line says it
+    admin = kafka.admin(settings, {"error_cb": on_error, "log_level": 0})
     while stop is None or not stop.is_set():
         try:
             admin.list_topics(timeout=probe_timeout)
         except KafkaException as exc:
+            admin.poll(0)  # serves the error callback
             error = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+            if error is not None and error.code() not in _FATAL and refusals:
+                error = refusals[-1]
             if error is not None and error.code() in _FATAL:
                 raise BrokerUnreachable(
                     f"the broker at {bootstrap} refused {service}'s principal "
@@ -104,8 +111,8 @@ def wait_for_broker(
             else:
                 sleep(delay)
             continue
-        if backoff.attempt:
-            log.info(
+        if backoff.attempt:  # as loud as the waiting lines before it
+            log.warning(
                 "%s: the Kafka broker at %s answers (after %.1f s)",
                 service,
                 bootstrap,
