@@ -55,6 +55,14 @@ class Settings:
     """Prefix for every topic name (e.g. ``prod.`` gives ``prod.intents``)."""
     partitions: int = 4
     """Partitions of each topic the project creates; keys are agent ids."""
+    topic_replication_factor: int = -1
+    """Replicas of each topic the project creates; -1 takes the broker's
+    ``default.replication.factor`` (3 on `trustplane kafka up --brokers 3`). On a cluster
+    whose default is lower, state 3. Existing topics keep theirs."""
+    topic_min_insync_replicas: int = -1
+    """``min.insync.replicas`` of each topic the project creates (and aligns): how many
+    replicas must have a record before an ``acks=all`` write is acknowledged. -1 takes the
+    broker's default; 2 with 3 replicas loses nothing acknowledged when a broker dies."""
     group_id: str = "trustplane"
     """Root of every consumer group, transactional id and client id of the estate: each
     role's names are ``<group_id>.<role>[.…]`` (``trustplane.gate``, ``trustplane.notary``,
@@ -182,6 +190,11 @@ class Settings:
     def __post_init__(self) -> None:
         if self.partitions < 1:
             raise ConfigError(f"partitions must be >= 1, got {self.partitions}")
+        for name in ("topic_replication_factor", "topic_min_insync_replicas"):
+            if getattr(self, name) != -1 and getattr(self, name) < 1:
+                raise ConfigError(
+                    f"{name} must be -1 (the broker's default) or >= 1, got {getattr(self, name)}"
+                )
         if self.max_intent_bytes < 1024:
             raise ConfigError(f"max_intent_bytes must be >= 1024, got {self.max_intent_bytes}")
         if self.policy_decision_cache < 0:

@@ -43,7 +43,7 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient
 
-from processors.exceptions import TrustplaneError
+from processors.exceptions import ConfigError, TrustplaneError
 
 __all__ = [
     "KafkaEndpoint",
@@ -160,8 +160,18 @@ def explain_denied(
 
 
 def producer(endpoint: KafkaEndpoint, overrides: Overrides | None = None) -> Producer:
-    """An idempotent producer (``acks=all``); ``overrides`` are librdkafka settings."""
+    """An idempotent producer with ``acks=all``: the leader acknowledges a record once
+    every in-sync replica has it (at least the topic's ``min.insync.replicas``), so losing
+    a broker loses nothing acknowledged. ``overrides`` are librdkafka settings; a lower
+    ``acks``, from them or from the endpoint, is refused."""
     config = {**endpoint.kafka_config(), "enable.idempotence": True, **(overrides or {})}
+    acks = config.setdefault("acks", "all")
+    if str(acks).lower() not in ("all", "-1"):
+        raise ConfigError(
+            f"a producer with acks={acks} may lose acknowledged records when a broker fails",
+            hint="remove the acks setting (TRUSTPLANE_KAFKA_ACKS, [trustplane.kafka] acks): "
+            "every producer of the project writes with acks=all",
+        )
     principal = _principal(config)
     built = _Producer(config)
     built.principal = principal

@@ -8,8 +8,10 @@ users, topics and ACLs. Every step is idempotent:
    from (or created in) ``<credentials_dir>/<role>``; an upsert, so a re-run after a
    broker reset creates them again with the same passwords;
 2. topics: :data:`streams.topics.TOPICS`, the notary's ``lineage-log`` and
-   ``checkpoints``, and the gate's Faust changelog; configs of existing topics are
-   aligned (``control`` kept forever, LogAppendTime);
+   ``checkpoints``, and the gate's Faust changelog, replicated as the settings say
+   (``topic_replication_factor``, ``topic_min_insync_replicas``; a minimum above the
+   replication factor is refused first); configs of existing topics are aligned
+   (``control`` kept forever, LogAppendTime);
 3. ACLs: :func:`streams.acls.bindings` for the estate's topic prefix and name root.
 
 :func:`check` compares the ACLs on the broker with those that should be there.
@@ -25,17 +27,16 @@ from confluent_kafka import KafkaException
 from confluent_kafka.admin import (  # type: ignore[attr-defined]  # documented path, stub lacks __all__
     AclBinding,
     AdminClient,
-    NewTopic,
     ScramCredentialInfo,
     ScramMechanism,
     UserScramCredentialAlteration,
     UserScramCredentialUpsertion,
 )
 
-from processors.exceptions import TrustplaneError
+from processors.exceptions import ConfigError, TrustplaneError
 from streams import acls, kafka, names
 from streams.credentials import CredentialStore
-from streams.topics import align_topic_configs, ensure_topics
+from streams.topics import align_topic_configs, check_replication, ensure_topics, new_topic
 
 if TYPE_CHECKING:
     from streams.config import Settings
@@ -131,13 +132,13 @@ def create_topics(
     from streams.notary.topics import ensure_notary_topics  # the notary's own topic rules
 
     try:
+        check_replication(settings, client, timeout=timeout)
         created = ensure_topics(settings, timeout=timeout)
         created += ensure_notary_topics(settings, timeout=timeout)
         changelogs = [
-            NewTopic(topic, num_partitions=1, replication_factor=-1,
-                     config={"cleanup.policy": "compact"})
+            new_topic(settings, topic, 1, {"cleanup.policy": "compact"})
             for topic in names.gate_changelog_topics(settings)
-        ]  # fmt: skip
+        ]
         futures = client.create_topics(changelogs, operation_timeout=timeout) if changelogs else {}
         for topic, future in futures.items():
             try:
@@ -148,7 +149,7 @@ def create_topics(
                     raise ProvisionError(f"cannot create topic {topic}: {exc}") from exc
         changed = align_topic_configs(settings, client, timeout=timeout)
     except TrustplaneError as exc:
-        if isinstance(exc, ProvisionError):
+        if isinstance(exc, ProvisionError | ConfigError):
             raise
         raise ProvisionError(exc.reason, hint=exc.hint or _ADMIN_HINT) from exc
     return created, changed

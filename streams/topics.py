@@ -6,6 +6,13 @@ Topic configs that matter for security: ``intents``, ``lineage``, ``outcomes`` a
 ``control`` is kept whole and forever (``cleanup.policy=delete``, ``retention.ms=-1``):
 its history is hash-chained, which compaction would break. :func:`align_topic_configs`
 brings topics created before these settings in line (as ``admin``).
+
+Replication: topics are created with ``topic_replication_factor`` replicas (-1: the
+broker's ``default.replication.factor``) and, when it is set, ``topic_min_insync_replicas``
+(else the broker's ``min.insync.replicas``). Every producer writes with ``acks=all``
+(``streams/kafka.py``), so with 3 replicas and a minimum of 2 a broker may die without
+losing an acknowledged record. A minimum above the replication factor would refuse every
+write: :func:`check_replication` refuses it first.
 """
 
 from __future__ import annotations
@@ -24,7 +31,7 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # documented 
     ResourceType,
 )
 
-from processors.exceptions import TrustplaneError
+from processors.exceptions import ConfigError, TrustplaneError
 from streams import kafka
 
 if TYPE_CHECKING:  # the SDK imports this module, and streams.config imports the SDK
@@ -35,6 +42,8 @@ __all__ = [
     "TOPICS",
     "OUTCOME_TOPICS",
     "ensure_topics",
+    "new_topic",
+    "check_replication",
     "topic_config",
     "align_topic_configs",
     "TopicError",
@@ -107,15 +116,17 @@ def ensure_topics(
             hint="is the broker up, and are the credentials right? `trustplane kafka status`",
         ) from exc
     new = [
-        NewTopic(
+        new_topic(
+            settings,
             settings.topic(spec.name),
-            num_partitions=spec.partitions or settings.partitions,
-            replication_factor=-1,
-            config=topic_config(spec),
+            spec.partitions or settings.partitions,
+            topic_config(spec),
         )
         for spec in wanted.values()
         if settings.topic(spec.name) not in existing
     ]
+    if new:
+        check_replication(settings, admin, timeout=timeout)
     created: list[str] = []
     for topic, future in admin.create_topics(new, operation_timeout=timeout).items() if new else []:
         try:
@@ -124,6 +135,8 @@ def ensure_topics(
         except KafkaException as exc:
             if "TOPIC_ALREADY_EXISTS" in str(exc):
                 continue
+            if "INVALID_REPLICATION_FACTOR" in str(exc):
+                raise TopicError(f"cannot create topic {topic}: {exc}", hint=_TOO_FEW) from exc
             denied = kafka.explain_denied(
                 exc, principal=settings.resolved_kafka_principal(), topic=topic
             )
@@ -137,12 +150,79 @@ def ensure_topics(
     return created
 
 
-def topic_config(spec: TopicSpec) -> dict[str, str]:
-    """The configs a topic of the project is created with (and aligned to)."""
+_TOO_FEW = (
+    "the cluster has fewer live brokers than the replication factor (topic_replication_factor, "
+    "else the broker's default.replication.factor): start the missing brokers "
+    "(`trustplane kafka status`), or lower TRUSTPLANE_TOPIC_REPLICATION_FACTOR"
+)
+
+
+def new_topic(settings: Settings, name: str, partitions: int, config: dict[str, str]) -> NewTopic:
+    """A topic of the project to create, with the estate's replication settings."""
+    return NewTopic(
+        name,
+        num_partitions=partitions,
+        replication_factor=settings.topic_replication_factor,
+        config={**config, **_min_insync(settings)},
+    )
+
+
+def check_replication(settings: Settings, admin: AdminClient, *, timeout: float = 30.0) -> None:
+    """Refuse a ``topic_min_insync_replicas`` above the replication factor topics get:
+    no ``acks=all`` write to them could ever be acknowledged.
+
+    With ``topic_replication_factor`` -1 the factor is the broker's default, read from
+    the broker when this principal may (``admin``), else bounded by the broker count."""
+    minimum = settings.topic_min_insync_replicas
+    if minimum < 1:
+        return
+    factor = settings.topic_replication_factor
+    source = "topic_replication_factor"
+    if factor < 1:
+        factor, source = _default_replication(admin, timeout)
+    if minimum > factor:
+        raise ConfigError(
+            f"topic_min_insync_replicas={minimum} exceeds the replication factor {factor} "
+            f"({source}): no write with acks=all to these topics could be acknowledged",
+            hint="set TRUSTPLANE_TOPIC_MIN_INSYNC_REPLICAS to at most the replication factor "
+            "(2 with 3 replicas), or raise TRUSTPLANE_TOPIC_REPLICATION_FACTOR (3 on a "
+            "cluster of three or more brokers)",
+        )
+
+
+def _default_replication(admin: AdminClient, timeout: float) -> tuple[int, str]:
+    """The broker's ``default.replication.factor`` (or, when this principal may not read
+    broker configs, the number of brokers, which no replication factor exceeds)."""
+    try:
+        brokers = admin.list_topics(timeout=timeout).brokers
+    except KafkaException as exc:
+        raise TopicError(
+            f"cannot reach Kafka: {exc}",
+            hint="is the broker up, and are the credentials right? `trustplane kafka status`",
+        ) from exc
+    if not brokers:
+        return 1, "no broker listed"
+    resource = ConfigResource(ResourceType.BROKER, str(min(brokers)))
+    try:
+        entries = admin.describe_configs([resource])[resource].result(timeout=timeout)
+        return int(entries["default.replication.factor"].value), "the broker's default"
+    except (KafkaException, KeyError, TypeError, ValueError):
+        return len(brokers), f"at most the {len(brokers)} broker(s) of the cluster"
+
+
+def _min_insync(settings: Settings) -> dict[str, str]:
+    minimum = settings.topic_min_insync_replicas
+    return {"min.insync.replicas": str(minimum)} if minimum >= 1 else {}
+
+
+def topic_config(spec: TopicSpec, settings: Settings | None = None) -> dict[str, str]:
+    """The configs a topic of the project is created with (and aligned to); with
+    ``settings``, the estate's ``min.insync.replicas`` when it states one."""
     return {
         "cleanup.policy": "compact" if spec.compacted else "delete",
         "max.message.bytes": str(MAX_MESSAGE_BYTES),
         **dict(spec.config),
+        **(_min_insync(settings) if settings is not None else {}),
     }
 
 
@@ -157,7 +237,7 @@ def align_topic_configs(
         settings.topic(spec.name): ConfigResource(ResourceType.TOPIC, settings.topic(spec.name))
         for spec in TOPICS
     }
-    existing = set(admin.list_topics(timeout=timeout).topics)
+    existing = admin.list_topics(timeout=timeout).topics
     resources = {name: res for name, res in resources.items() if name in existing}
     if not resources:
         return []
@@ -171,10 +251,19 @@ def align_topic_configs(
         name = settings.topic(spec.name)
         if name not in current:
             continue
-        wanted = topic_config(spec)
+        wanted = topic_config(spec, settings)
         differ = {k: v for k, v in wanted.items() if current[name].get(k) != v}
         if not differ:
             continue
+        replicas = min((len(p.replicas) for p in existing[name].partitions.values()), default=0)
+        if 0 < replicas < int(differ.get("min.insync.replicas", 0)):
+            raise ConfigError(
+                f"topic {name} has {replicas} replica(s), fewer than "
+                f"topic_min_insync_replicas={differ['min.insync.replicas']}: no write with "
+                "acks=all to it could be acknowledged",
+                hint="raise the topic's replication first (kafka-reassign-partitions.sh), or "
+                "lower TRUSTPLANE_TOPIC_MIN_INSYNC_REPLICAS",
+            )
         entries = [
             ConfigEntry(key, value, incremental_operation=AlterConfigOpType.SET)
             for key, value in differ.items()

@@ -29,6 +29,9 @@ ALERTS_FILE = REPO_ROOT / "infra" / "prometheus" / "alerts.yml"
 GRAFANA_DIR = REPO_ROOT / "infra" / "grafana"
 DOCKERFILE = REPO_ROOT / "Dockerfile"
 BROKER_SCRIPT = REPO_ROOT / "infra" / "kafka" / "compose-broker.sh"
+CLUSTER_ENV = REPO_ROOT / "infra" / "kafka" / "cluster.env"
+KAFKA_NODES = ("kafka", "kafka-2", "kafka-3")
+"""The three-node cluster: ``kafka`` is node 1, the others are in the ``cluster`` profile."""
 
 SERVICES = {
     "kafka",
@@ -89,6 +92,30 @@ def _environment(service: dict[str, Any]) -> dict[str, str]:
     if isinstance(env, list):
         return dict(item.split("=", 1) if "=" in item else (item, "") for item in env)
     return {key: "" if value is None else str(value) for key, value in env.items()}
+
+
+_VARIABLE = re.compile(r"\$\{(?P<name>\w+)(?::-(?P<default>[^}]*))?\}")
+
+
+def _interpolate(value: str, variables: dict[str, str]) -> str:
+    """Compose's ``${NAME}`` and ``${NAME:-default}`` (``${NAME:?error}`` is left as is)."""
+
+    def value_of(match: re.Match[str]) -> str:
+        if variables.get(match["name"]):
+            return variables[match["name"]]
+        return match[0] if match["default"] is None else match["default"]
+
+    return _VARIABLE.sub(value_of, value)
+
+
+def _resolved(service: dict[str, Any], variables: dict[str, str] | None = None) -> dict[str, str]:
+    """A service's environment as Compose passes it, given the interpolation variables."""
+    return {k: _interpolate(v, variables or {}) for k, v in _environment(service).items()}
+
+
+def _env_file(path: Path) -> dict[str, str]:
+    lines = (line.strip() for line in path.read_text().splitlines())
+    return dict(line.split("=", 1) for line in lines if line and not line.startswith("#"))
 
 
 def _listeners(value: str) -> dict[str, str]:
@@ -180,11 +207,11 @@ def test_all_services_are_defined(compose: dict[str, Any]) -> None:
 
 def test_worker_bootstraps_from_the_kafka_internal_listener(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    kafka_env = _environment(services["kafka"])
+    kafka_env = _resolved(services["kafka"])
     advertised = _listeners(kafka_env["KAFKA_ADVERTISED_LISTENERS"])
     internal = advertised[kafka_env.get("KAFKA_INTER_BROKER_LISTENER_NAME", "PLAINTEXT")]
 
-    bootstrap = _environment(services["worker"])["TRUSTPLANE_BOOTSTRAP_SERVERS"]
+    bootstrap = _resolved(services["worker"])["TRUSTPLANE_BOOTSTRAP_SERVERS"]
 
     assert bootstrap == internal == "kafka:9092"
     assert bootstrap.split(":")[0] in services, "bootstrap host must be a compose service"
@@ -322,7 +349,7 @@ def test_worker_command_matches_the_image_entrypoint(compose: dict[str, Any]) ->
 
 
 def test_every_kafka_listener_authenticates_and_acls_are_enforced(compose: dict[str, Any]) -> None:
-    env = _environment(compose["services"]["kafka"])
+    env = _resolved(compose["services"]["kafka"])
     protocols = dict(
         item.split(":") for item in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"].split(",")
     )
@@ -378,9 +405,9 @@ def test_provisioning_runs_as_admin_once_the_broker_is_healthy(compose: dict[str
         assert role in script
 
 
-def test_the_broker_script_formats_with_scram_users_and_logs_in_on_every_listener(
-    compose: dict[str, Any], tmp_path: Path
-) -> None:
+def _run_broker_script(env: dict[str, str], tmp_path: Path) -> tuple[dict[str, str], list[str]]:
+    """Run compose-broker.sh with ``env`` and stand-ins for Kafka's tools; return the
+    server.properties it wrote and the tools' calls."""
     secrets = tmp_path / "secrets"
     secrets.mkdir()
     (secrets / "broker").write_text("broker-pw\n")
@@ -391,7 +418,7 @@ def test_the_broker_script_formats_with_scram_users_and_logs_in_on_every_listene
         (tools / tool).write_text(f'#!/bin/sh\necho "{tool} $*" >> {tmp_path}/calls\n')
         (tools / tool).chmod(0o755)
     env = {
-        **{k: v for k, v in _environment(compose["services"]["kafka"]).items()},
+        **env,
         "KAFKA_LOG_DIRS": str(tmp_path / "data"),
         "TRUSTPLANE_SECRETS": str(secrets),
         "TRUSTPLANE_KAFKA_BIN": str(tools),
@@ -407,19 +434,137 @@ def test_the_broker_script_formats_with_scram_users_and_logs_in_on_every_listene
         check=False,
     )
     assert done.returncode == 0, done.stderr
-
+    assert (tmp_path / "config" / "server.properties").stat().st_mode & 0o777 == 0o600
     properties = (tmp_path / "config" / "server.properties").read_text()
+    assert "admin-pw" not in properties
     props = dict(line.split("=", 1) for line in properties.splitlines())
+    return props, (tmp_path / "calls").read_text().splitlines()
+
+
+def test_the_broker_script_formats_with_scram_users_and_logs_in_on_every_listener(
+    compose: dict[str, Any], tmp_path: Path
+) -> None:
+    props, calls = _run_broker_script(_resolved(compose["services"]["kafka"]), tmp_path)
+
     assert props["listener.security.protocol.map"].count("SASL_PLAINTEXT") == 3
     assert props["log.dirs"] == str(tmp_path / "data")
     assert props["super.users"] == "User:broker;User:admin"
     for listener in ("internal", "host", "controller"):
         login = props[f"listener.name.{listener}.scram-sha-512.sasl.jaas.config"]
         assert 'username="broker" password="broker-pw";' in login
-    assert "admin-pw" not in properties
-    assert (tmp_path / "config" / "server.properties").stat().st_mode & 0o777 == 0o600
-    calls = (tmp_path / "calls").read_text().splitlines()
+    assert props["controller.quorum.voters"] == "1@kafka:9093"
+    assert props["sasl.mechanism.controller.protocol"] == "SCRAM-SHA-512"
+    assert not [key for key in props if ".plain." in key]
     assert calls[0].startswith("kafka-storage.sh format -t 1ojitqHbULazmRIuqlbqLA")
     assert "--add-scram SCRAM-SHA-512=[name=broker,password=broker-pw]" in calls[0]
     assert "--add-scram SCRAM-SHA-512=[name=admin,password=admin-pw]" in calls[0]
     assert calls[1] == f"kafka-server-start.sh {tmp_path}/config/server.properties"
+
+
+# -- the three-node cluster (profile "cluster", infra/kafka/cluster.env) ---------------------
+
+
+def test_plain_docker_compose_up_still_starts_one_broker(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    started = {name for name, service in services.items() if not service.get("profiles")}
+    assert started == SERVICES
+    for node in KAFKA_NODES[1:]:
+        assert services[node]["profiles"] == ["cluster"]
+    env = _resolved(services["kafka"])
+    assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"] == "1@kafka:9093"
+    assert env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"] == "1"
+    assert env["KAFKA_TRANSACTION_STATE_LOG_MIN_ISR"] == "1"
+    for name, service in services.items():
+        bootstrap = _resolved(service).get("TRUSTPLANE_BOOTSTRAP_SERVERS")
+        assert bootstrap in (None, "kafka:9092"), name
+    for node in KAFKA_NODES[1:]:  # the cluster's nodes are ignored without the profile
+        assert services["kafka-provision"]["depends_on"][node]["required"] is False
+
+
+def _cluster(compose: dict[str, Any]) -> dict[str, dict[str, str]]:
+    variables = _env_file(CLUSTER_ENV)
+    return {node: _resolved(compose["services"][node], variables) for node in KAFKA_NODES}
+
+
+def test_the_cluster_env_file_turns_on_the_profile_and_three_voters(
+    compose: dict[str, Any],
+) -> None:
+    services = compose["services"]
+    assert _env_file(CLUSTER_ENV)["COMPOSE_PROFILES"] == "cluster"
+    nodes = _cluster(compose)
+
+    voters = {
+        f"{env['KAFKA_NODE_ID']}@{services[name]['hostname']}:"
+        + _listeners(env["KAFKA_LISTENERS"])["CONTROLLER"].rsplit(":", 1)[1]
+        for name, env in nodes.items()
+    }
+    assert {env["KAFKA_NODE_ID"] for env in nodes.values()} == {"1", "2", "3"}
+    for name, env in nodes.items():
+        assert set(env["KAFKA_CONTROLLER_QUORUM_VOTERS"].split(",")) == voters, name
+        assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
+        assert env["KAFKA_DEFAULT_REPLICATION_FACTOR"] == "3"
+        assert env["KAFKA_MIN_INSYNC_REPLICAS"] == "2"
+        assert env["KAFKA_OFFSETS_TOPIC_REPLICATION_FACTOR"] == "3"
+        assert env["KAFKA_TRANSACTION_STATE_LOG_REPLICATION_FACTOR"] == "3"
+        assert env["KAFKA_TRANSACTION_STATE_LOG_MIN_ISR"] == "2"
+        assert env["KAFKA_UNCLEAN_LEADER_ELECTION_ENABLE"] == "false"
+        assert env["KAFKA_SASL_MECHANISM_CONTROLLER_PROTOCOL"] == "PLAIN"
+        assert env["KAFKA_LISTENER_NAME_CONTROLLER_SASL_ENABLED_MECHANISMS"] == "PLAIN"
+        advertised = _listeners(env["KAFKA_ADVERTISED_LISTENERS"])
+        assert advertised["INTERNAL"] == f"{services[name]['hostname']}:9092"
+        host_port = advertised["HOST"].rsplit(":", 1)[1]
+        assert services[name]["ports"] == [f"{host_port}:{host_port}"]
+        assert _listeners(env["KAFKA_LISTENERS"])["HOST"] == f":{host_port}"
+
+
+def test_the_cluster_nodes_share_everything_but_their_identity(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    nodes = _cluster(compose)
+    own = {"KAFKA_NODE_ID", "KAFKA_LISTENERS", "KAFKA_ADVERTISED_LISTENERS"}
+
+    shared = [{k: v for k, v in env.items() if k not in own} for env in nodes.values()]
+    assert shared[0] == shared[1] == shared[2]  # cluster id, security, ACLs, limits
+    data = [
+        next(v for v in services[node]["volumes"] if str(v).endswith(":/var/lib/kafka/data"))
+        for node in KAFKA_NODES
+    ]
+    assert len(set(data)) == 3
+    for node in KAFKA_NODES:
+        service = services[node]
+        [mount] = _credential_mounts(service)
+        assert mount["volume"]["subpath"] == "broker" and mount["read_only"] is True
+        assert service["healthcheck"] == services["kafka"]["healthcheck"]
+        assert service["entrypoint"] == services["kafka"]["entrypoint"]
+        assert service["image"] == services["kafka"]["image"]
+    declared = set(compose["volumes"])
+    assert {str(v).split(":")[0] for v in data} <= declared
+
+
+def test_with_the_cluster_every_service_bootstraps_from_all_nodes(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    nodes = _cluster(compose)
+    internal = {_listeners(env["KAFKA_ADVERTISED_LISTENERS"])["INTERNAL"] for env in nodes.values()}
+    variables = _env_file(CLUSTER_ENV)
+
+    for name in (*ROLES, "kafka-provision"):
+        bootstrap = _resolved(services[name], variables)["TRUSTPLANE_BOOTSTRAP_SERVERS"]
+        assert set(bootstrap.split(",")) == internal, name
+    for node in KAFKA_NODES:
+        assert services["kafka-provision"]["depends_on"][node]["condition"] == "service_healthy"
+
+
+def test_the_broker_script_gives_a_cluster_controller_listener_plain_logins(
+    compose: dict[str, Any], tmp_path: Path
+) -> None:
+    props, calls = _run_broker_script(_cluster(compose)["kafka-2"], tmp_path)
+
+    assert props["node.id"] == "2"
+    assert props["controller.quorum.voters"] == "1@kafka:9093,2@kafka-2:9093,3@kafka-3:9093"
+    assert props["sasl.mechanism.controller.protocol"] == "PLAIN"
+    login = props["listener.name.controller.plain.sasl.jaas.config"]
+    assert login.startswith("org.apache.kafka.common.security.plain.PlainLoginModule required")
+    assert login.endswith('username="broker" password="broker-pw" user_broker="broker-pw";')
+    assert props["listener.name.internal.scram-sha-512.sasl.jaas.config"].endswith(
+        'username="broker" password="broker-pw";'
+    )
+    assert calls[0].startswith("kafka-storage.sh format -t 1ojitqHbULazmRIuqlbqLA")

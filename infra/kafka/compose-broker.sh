@@ -12,6 +12,9 @@
 #   TRUSTPLANE_SECRETS   a folder with the files `broker` and `admin` (their passwords), written
 #                        by the kafka-credentials service; default /run/trustplane/kafka
 #   TRUSTPLANE_SASL_LISTENERS  the listener names to log in on (lower case)
+#   KAFKA_SASL_MECHANISM_CONTROLLER_PROTOCOL=PLAIN  (a quorum of several controllers, which
+#                        cannot log in to each other with SCRAM: KAFKA-15513) the controller
+#                        listener takes PLAIN logins, with `broker` as its only user
 #   TRUSTPLANE_KAFKA_BIN, TRUSTPLANE_BROKER_CONFIG  /opt/kafka/bin and /tmp/trustplane
 #
 # Writes <config>/server.properties (0600: it holds broker's password) and
@@ -46,6 +49,12 @@ for listener in ${TRUSTPLANE_SASL_LISTENERS:-internal host controller}; do
   printf 'listener.name.%s.scram-sha-512.sasl.jaas.config=%s username="broker" password="%s";\n' \
     "$listener" "$scram" "$broker_password" >>"$props"
 done
+
+if [ "${KAFKA_SASL_MECHANISM_CONTROLLER_PROTOCOL:-}" = PLAIN ]; then
+  printf 'listener.name.%s.plain.sasl.jaas.config=%s username="broker" password="%s" user_broker="%s";\n' \
+    "${KAFKA_CONTROLLER_LISTENER_NAMES,,}" "org.apache.kafka.common.security.plain.PlainLoginModule required" \
+    "$broker_password" "$broker_password" >>"$props"
+fi
 
 log_dirs=$(sed -n 's/^log\.dirs=//p' "$props")
 if [ ! -f "${log_dirs%%,*}/meta.properties" ]; then

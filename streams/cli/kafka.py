@@ -3,6 +3,8 @@
 ``up`` starts the project's own broker (SASL/SCRAM, ACLs on; ``streams/dev/localkafka.py``)
 and provisions it as ``admin`` (``streams/provision.py``): the role users with their
 password files, the topics, the ACLs of the configured topic prefix and name root.
+``up --brokers 3`` starts a three-node cluster instead (replication factor 3, min ISR 2);
+``status`` and ``down`` then cover every node.
 ``provision`` does the same against any cluster; ``acls`` shows the ACLs an estate needs
 and, with ``--check``, which of them the broker lacks.
 """
@@ -22,7 +24,7 @@ from streams.cli.context import settings
 
 if TYPE_CHECKING:
     from streams.config import Settings
-    from streams.dev.localkafka import LocalKafka
+    from streams.dev.localkafka import BrokerInfo, LocalKafka
 
 __all__ = ["kafka_app"]
 
@@ -39,10 +41,17 @@ def _progress(message: str) -> None:
     err.print(f"[dim]{message}[/]")
 
 
-def _local_kafka(ctx: typer.Context) -> LocalKafka:
+def _local_kafka(ctx: typer.Context, brokers: int | None = None) -> LocalKafka:
     from streams.dev.localkafka import LocalKafka
 
-    return LocalKafka(settings(ctx).kafka_state_dir, progress=_progress)
+    return LocalKafka(settings(ctx).kafka_state_dir, brokers=brokers, progress=_progress)
+
+
+def _print_nodes(info: BrokerInfo) -> None:
+    """One line per node of a cluster: where it listens, whether it runs."""
+    for node in info.nodes:
+        state = f"pid {node.pid}" if node.pid is not None else "[red]not running[/]"
+        out.print(f"  node {node.node_id}  {node.address}  {state}  log {node.log_path}")
 
 
 def _local_settings(ctx: typer.Context, broker: LocalKafka, bootstrap: str) -> Settings:
@@ -58,6 +67,15 @@ def _local_settings(ctx: typer.Context, broker: LocalKafka, bootstrap: str) -> S
 def kafka_up(
     ctx: typer.Context,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for the broker.")] = 90.0,
+    brokers: Annotated[
+        int | None,
+        typer.Option(
+            help="Nodes to run: 1 (default; or as many as the state dir last ran), or 3 for "
+            "a cluster that loses no acknowledged record when a node dies (replication "
+            "factor 3, min.insync.replicas 2).",
+            min=1,
+        ),
+    ] = None,
     provision: Annotated[
         bool,
         typer.Option(
@@ -66,30 +84,40 @@ def kafka_up(
         ),
     ] = True,
 ) -> None:
-    """Fetch Kafka with Maven (cached), format storage once, start the broker, wait for it,
-    then provision users, topics and ACLs."""
+    """Fetch Kafka with Maven (cached), format storage once, start the broker (or every
+    node of a cluster), wait for it, then provision users, topics and ACLs."""
     from streams.provision import provision as provision_estate
 
-    broker = _local_kafka(ctx)
+    broker = _local_kafka(ctx, brokers)
     info = broker.up(timeout=timeout)
     if provision:
         provision_estate(_local_settings(ctx, broker, info.bootstrap), progress=_progress)
+    if info.brokers == 1:
+        out.print(
+            f"Kafka is up at [bold]{info.bootstrap}[/] (SASL_PLAINTEXT, SCRAM-SHA-512; pid "
+            f"{info.pid}, log {info.log_path}); passwords in {broker.credentials.directory}"
+        )
+        return
     out.print(
-        f"Kafka is up at [bold]{info.bootstrap}[/] (SASL_PLAINTEXT, SCRAM-SHA-512; pid "
-        f"{info.pid}, log {info.log_path}); passwords in {broker.credentials.directory}"
+        f"Kafka is up: {info.brokers} nodes at [bold]{info.bootstrap}[/] (SASL_PLAINTEXT, "
+        f"SCRAM-SHA-512; replication factor 3, min.insync.replicas 2); passwords in "
+        f"{broker.credentials.directory}"
     )
+    _print_nodes(info)
 
 
 @kafka_app.command("down")
 def kafka_down(ctx: typer.Context) -> None:
-    """Stop the local broker (data is kept; `kafka reset` deletes it)."""
+    """Stop the local broker, every node of a cluster (data is kept; `kafka reset` deletes
+    it)."""
     stopped = _local_kafka(ctx).down()
     out.print("Kafka stopped." if stopped else "Kafka was not running.")
 
 
 @kafka_app.command("status")
 def kafka_status(ctx: typer.Context) -> None:
-    """Say whether the local broker is running and answering; exit 1 if not."""
+    """Say whether the local broker is running and answering (a cluster: which nodes run);
+    exit 1 if it does not answer."""
     broker = _local_kafka(ctx)
     info = broker.status()
     if info is None:
@@ -101,7 +129,22 @@ def kafka_status(ctx: typer.Context) -> None:
         else:
             out.print("Kafka is not running. Start it with `trustplane kafka up`.")
         raise typer.Exit(1)
-    out.print(f"Kafka is up at [bold]{info.bootstrap}[/] (pid {info.pid}, data {info.data_dir})")
+    if info.brokers == 1:
+        out.print(
+            f"Kafka is up at [bold]{info.bootstrap}[/] (pid {info.pid}, data {info.data_dir})"
+        )
+        return
+    down = [node.node_id for node in info.nodes if node.pid is None]
+    out.print(
+        f"Kafka is up: {info.brokers - len(down)} of {info.brokers} nodes running at "
+        f"[bold]{info.bootstrap}[/]"
+    )
+    _print_nodes(info)
+    if down:
+        out.print(
+            f"[yellow]node(s) {', '.join(map(str, down))} not running[/]: `trustplane kafka up` "
+            "starts them again"
+        )
 
 
 @kafka_app.command("reset")

@@ -1,17 +1,18 @@
 """The notary's topics: ``lineage-log`` and ``checkpoints``, one partition each, kept
-forever (a restart replays the whole log)."""
+forever (a restart replays the whole log), replicated as the estate's other topics
+(``topic_replication_factor``, ``topic_min_insync_replicas``: see ``streams/topics.py``)."""
 
 from __future__ import annotations
 
 import time
 
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]  # documented path, stub lacks __all__
+from confluent_kafka.admin import AdminClient
 
 from streams import kafka
 from streams.config import Settings
 from streams.notary.exceptions import NotaryServiceError
-from streams.topics import MAX_MESSAGE_BYTES, ensure_topics
+from streams.topics import MAX_MESSAGE_BYTES, check_replication, ensure_topics, new_topic
 
 __all__ = ["LOG_TOPIC", "CHECKPOINT_TOPIC", "ensure_notary_topics"]
 
@@ -38,11 +39,11 @@ def ensure_notary_topics(settings: Settings, *, timeout: float = 30.0) -> list[s
         existing = metadata.topics.get(topic)
         if existing is None:
             new.append(
-                NewTopic(
+                new_topic(
+                    settings,
                     topic,
-                    num_partitions=1,
-                    replication_factor=-1,
-                    config={
+                    1,
+                    {
                         "cleanup.policy": "delete",
                         "retention.ms": "-1",
                         "retention.bytes": "-1",
@@ -56,13 +57,21 @@ def ensure_notary_topics(settings: Settings, *, timeout: float = 30.0) -> list[s
                 "exactly 1 (the log's order is its order)",
                 hint=f"recreate {topic} with one partition",
             )
+    if new:
+        check_replication(settings, admin, timeout=timeout)
     for topic, future in admin.create_topics(new, operation_timeout=timeout).items() if new else []:
         try:
             future.result()
             created.append(topic)
         except KafkaException as exc:
             if "TOPIC_ALREADY_EXISTS" not in str(exc):
-                raise NotaryServiceError(f"cannot create topic {topic}: {exc}") from exc
+                raise NotaryServiceError(
+                    f"cannot create topic {topic}: {exc}",
+                    hint="with INVALID_REPLICATION_FACTOR: fewer brokers are up than the "
+                    "topics' replication factor (`trustplane kafka status`)"
+                    if "INVALID_REPLICATION_FACTOR" in str(exc)
+                    else None,
+                ) from exc
     _wait_for_leaders(admin, [settings.topic(n) for n in (LOG_TOPIC, CHECKPOINT_TOPIC)], timeout)
     return created
 
