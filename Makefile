@@ -9,7 +9,7 @@ STATE  := .state
 TP     := $(BIN)/trustplane
 
 .DEFAULT_GOAL := help
-.PHONY: help install run stop worker test test-unit screenshots bench lint format typecheck clean
+.PHONY: help install run stop worker test test-unit screenshots bench chaos kafka-cluster kafka-cluster-down lint format typecheck clean
 
 help: ## Show the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -81,6 +81,15 @@ screenshots: install ## Retake the console's screenshots in docs/screenshots (ru
 bench: install ## Benchmark the gate end to end (`make bench ARGS=--quick` for the smoke)
 	$(BIN)/pip install --quiet -e '.[dev,bench]'
 	$(BIN)/python -m bench.e2e $(ARGS)
+
+chaos: install ## Chaos suite: kill/stop workers, sink, notary and brokers under signed load, then check every invariant (`make chaos ARGS=--quick`)
+	$(BIN)/python -m bench.chaos $(ARGS)
+
+kafka-cluster: install ## Three local Kafka nodes (RF 3, min ISR 2) in .state/cluster, provisioned
+	TRUSTPLANE_STATE_DIR=$(STATE)/cluster $(TP) kafka up --brokers 3
+
+kafka-cluster-down: ## Stop the three local Kafka nodes
+	@if [ -x $(TP) ]; then TRUSTPLANE_STATE_DIR=$(STATE)/cluster $(TP) kafka down; fi
 
 lint: install ## ruff lint and format check
 	$(BIN)/ruff check .

@@ -44,6 +44,9 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
+FAILOVER_WAIT_S = 60.0
+"""How long a worker waits for the control partition's leader to come back."""
+
 _FOLLOWERS: weakref.WeakValueDictionary[str, ControlFollower] = weakref.WeakValueDictionary()
 
 
@@ -173,9 +176,13 @@ class ControlFollower:
         Raises :class:`ControlHistoryError` when the history breaks.
         """
         count = 0
-        deadline = time.monotonic() + timeout
         for tp in self.partitions:
-            _, high = kafka.watermark_offsets(self._watermarks, tp, timeout=timeout)
+            # while a broker fails over, the partition has no leader for some seconds: wait
+            # for the new one (deciding nothing meanwhile) rather than stop the worker
+            _, high = kafka.watermark_offsets(
+                self._watermarks, tp, timeout=max(timeout, FAILOVER_WAIT_S)
+            )
+            deadline = time.monotonic() + timeout
             while self._position(tp.partition) < high:
                 if time.monotonic() > deadline:
                     raise ControlCatchUpError(

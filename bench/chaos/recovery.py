@@ -1,0 +1,70 @@
+"""Recovery times, from timestamps on one clock (CLOCK_MONOTONIC, shared by every process
+on the machine). Pure functions.
+
+**Worker recovery** of a SIGKILL at ``t``: for every partition of ``intents`` the killed
+worker owned (the group coordinator's assignment, asked just before the kill; every
+partition when it could not be asked), take the first intent on it (in offset order)
+that had no outcome yet at ``t`` (published before ``t`` and pending, or the first
+published after it); its wait is the arrival of its first outcome at the collector minus
+``max(t, its publish time)``. The kill's recovery is the largest wait over those
+partitions: the time until another worker (or the restarted one) decided again. It
+includes the planned restart delay (0-3 s) and any rebalance. A worker that owned no
+partition has no recovery to measure; a partition whose first pending intent never got
+an outcome makes it ``None`` (never).
+
+**Notary recovery** of a restart: from spawning the process to its ``/healthz``
+answering 200 (it answers 503 while it restores its log), polled every 50 ms.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Collection, Iterable, Sequence
+from dataclasses import dataclass
+
+__all__ = ["Timing", "worker_recovery", "summary"]
+
+
+@dataclass(frozen=True)
+class Timing:
+    """One intent: where it sits, when it was published and first decided (ns)."""
+
+    partition: int
+    offset: int
+    published_ns: int
+    decided_ns: int | None
+
+
+def worker_recovery(
+    kill_ns: int, timings: Iterable[Timing], partitions: Collection[int] | None = None
+) -> float | None:
+    """Seconds until every partition (of ``partitions``: those the killed worker owned,
+    when known) decided again after a worker kill at ``kill_ns``."""
+    first: dict[int, Timing] = {}
+    for timing in timings:
+        if partitions is not None and timing.partition not in partitions:
+            continue
+        if timing.decided_ns is not None and timing.decided_ns <= kill_ns:
+            continue  # decided before the kill
+        if timing.published_ns <= 0:
+            continue  # never published
+        best = first.get(timing.partition)
+        if best is None or timing.offset < best.offset:
+            first[timing.partition] = timing
+    waits = []
+    for timing in first.values():
+        if timing.decided_ns is None:
+            return None
+        waits.append(timing.decided_ns - max(kill_ns, timing.published_ns))
+    return max(waits) / 1e9 if waits else None
+
+
+def summary(values: Sequence[float | None]) -> dict[str, float | int | None]:
+    """p50 and max of the measured values (``never`` counts the Nones)."""
+    measured = [v for v in values if v is not None]
+    return {
+        "count": len(values),
+        "never": len(values) - len(measured),
+        "p50": statistics.median(measured) if measured else None,
+        "max": max(measured) if measured else None,
+    }
