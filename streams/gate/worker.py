@@ -36,6 +36,9 @@ __all__ = ["GateWorker", "WorkerError"]
 
 log = logging.getLogger(__name__)
 
+FAIR_FETCH_BYTES = 64 * 1024
+"""The slice of one partition a fetch returns (about a hundred intents)."""
+
 
 class WorkerError(TrustplaneError):
     """The worker cannot go on (fenced by a newer worker, broker unreachable, …)."""
@@ -67,7 +70,13 @@ class GateWorker:
             names.gate_group(settings),
             member,
             client_id,
-            {"fetch.wait.max.ms": 10},  # an idle partition answers fast: low latency
+            {
+                "fetch.wait.max.ms": 10,  # an idle partition answers fast: low latency
+                # fetched in small slices, partitions take turns in the batches: a backlog on
+                # one (a restart, a burst) does not hold back the others until it is drained
+                # (a larger record is still fetched whole: the limit grows for it)
+                "max.partition.fetch.bytes": FAIR_FETCH_BYTES,
+            },
         )
         self.producer = kafka.loop_producer(settings, member, client_id)
         self.loop = TransactionalLoop(
