@@ -32,6 +32,7 @@ from processors.exceptions import VerificationError
 __all__ = [
     "HASH_PREFIX",
     "ChainError",
+    "check_hash_text",
     "compute_event_hash",
     "link",
     "link_with_leaf",
@@ -57,7 +58,9 @@ class ChainError(VerificationError):
         self.position = position
 
 
-def _check_hash_text(value: object, what: str, position: int | None) -> str:
+def check_hash_text(value: object, what: str, position: int | None = None) -> str:
+    """``value`` if it is an event hash as text (``sha256:`` and 64 lowercase hex digits),
+    else raise ChainError."""
     if not isinstance(value, str) or not _HASH_RE.fullmatch(value):
         raise ChainError(
             f"{what} is {value!r}, not 'sha256:' followed by 64 lowercase hex digits",
@@ -111,7 +114,7 @@ def link_with_leaf(event: Mapping[str, Any], prev_hash: str | None) -> tuple[dic
     """``link(event, prev_hash)`` and the linked event's ``leaf_bytes``, canonicalizing the
     event once (the notary's hot path)."""
     if prev_hash is not None:
-        _check_hash_text(prev_hash, "prev_hash", None)
+        check_hash_text(prev_hash, "prev_hash", None)
     linked = {k: v for k, v in event.items() if k != "event_hash"}
     linked["prev_hash"] = prev_hash
     before, after = _halves(linked)
@@ -130,7 +133,7 @@ def link(event: Mapping[str, Any], prev_hash: str | None) -> dict[str, Any]:
 
 def leaf_bytes(event: Mapping[str, Any]) -> bytes:
     """The Merkle leaf of a linked event: RFC 8785 canonical JSON of the whole event."""
-    _check_hash_text(event.get("event_hash"), "event_hash", None)
+    check_hash_text(event.get("event_hash"), "event_hash", None)
     return _canonical(dict(event))
 
 
@@ -139,10 +142,10 @@ def verify_event_hash(event: Mapping[str, Any], *, position: int | None = None) 
     where = "the event" if position is None else f"the event at position {position}"
     if not isinstance(event, Mapping):
         raise ChainError(f"{where} is a {type(event).__name__}, not an object", position=position)
-    stated = _check_hash_text(event.get("event_hash"), f"{where}'s event_hash", position)
+    stated = check_hash_text(event.get("event_hash"), f"{where}'s event_hash", position)
     prev = event.get("prev_hash")
     if prev is not None:
-        _check_hash_text(prev, f"{where}'s prev_hash", position)
+        check_hash_text(prev, f"{where}'s prev_hash", position)
     try:
         expected = compute_event_hash(event, prev)
     except ChainError as exc:
@@ -169,7 +172,7 @@ def verify_chain(events: Iterable[Mapping[str, Any]], *, anchor: str | None = No
     """
     sequence = list(events)
     if anchor is not None:
-        _check_hash_text(anchor, "anchor", None)
+        check_hash_text(anchor, "anchor", None)
     position_of: dict[str, int] = {}
     for position, event in enumerate(sequence):
         if isinstance(event, Mapping) and isinstance(event.get("event_hash"), str):

@@ -85,6 +85,30 @@ class MerkleLog:
         self._levels: list[bytearray] = [bytearray()]
         self._size = 0
 
+    @classmethod
+    def from_levels(cls, levels: Sequence[bytes | bytearray], size: int) -> MerkleLog:
+        """The log of ``size`` leaves whose complete subtrees are ``levels`` (as
+        :meth:`subtrees` gives them, from ``old_size`` 0): level ``h`` holds exactly the
+        ``size >> h`` hashes of the perfect subtrees of ``2**h`` leaves. Nothing is
+        rehashed: the caller vouches for the hashes (e.g. a checksummed snapshot)."""
+        if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+            raise MerkleError(f"a tree size must be a non-negative integer, not {size!r}")
+        height = max(1, size.bit_length())
+        if len(levels) != height:
+            raise MerkleError(f"a tree of {size} leaves has {height} levels, not {len(levels)}")
+        tree = cls()
+        tree._levels = []
+        for level, hashes in enumerate(levels):
+            expected = (size >> level) * HASH_SIZE
+            if len(hashes) != expected:
+                raise MerkleError(
+                    f"level {level} of a tree of {size} leaves holds {expected} bytes of "
+                    f"hashes, not {len(hashes)}"
+                )
+            tree._levels.append(bytearray(hashes))
+        tree._size = size
+        return tree
+
     # -- writing ---------------------------------------------------------------------
 
     def append(self, leaf: bytes) -> int:
@@ -123,6 +147,21 @@ class MerkleLog:
     def leaf_hash(self, index: int) -> bytes:
         self._check_index(index, self._size)
         return bytes(self._levels[0][index * HASH_SIZE : (index + 1) * HASH_SIZE])
+
+    def subtrees(self, old_size: int, new_size: int | None = None) -> list[bytes]:
+        """The complete subtrees the tree gained growing from ``old_size`` to ``new_size``
+        leaves, per level (level ``h``: hashes ``old_size >> h`` to ``new_size >> h``);
+        appended level by level to those of ``old_size``, they are the levels of
+        ``new_size`` (see :meth:`from_levels`)."""
+        new_size = self._size if new_size is None else new_size
+        self._check_size(new_size)
+        self._check_size(old_size)
+        if old_size > new_size:
+            raise MerkleError(f"old size {old_size} is larger than new size {new_size}")
+        return [
+            bytes(hashes[(old_size >> level) * HASH_SIZE : (new_size >> level) * HASH_SIZE])
+            for level, hashes in enumerate(self._levels[: max(1, new_size.bit_length())])
+        ]
 
     def root(self, size: int | None = None) -> bytes:
         """MTH of the first ``size`` leaves (default: all of them)."""

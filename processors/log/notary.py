@@ -27,7 +27,13 @@ from dataclasses import dataclass
 from typing import Any
 
 from processors.exceptions import ConfigError
-from processors.log.chain import ChainError, leaf_bytes, link_with_leaf, verify_event_hash
+from processors.log.chain import (
+    ChainError,
+    check_hash_text,
+    leaf_bytes,
+    link_with_leaf,
+    verify_event_hash,
+)
 from processors.log.checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -236,6 +242,20 @@ class Notary:
             self._log.append(leaf_bytes(event))
             self._head = event["event_hash"]
         return self._log.size
+
+    def resume(self, tree: MerkleLog, head: str | None) -> None:
+        """Continue a log from a saved state instead of re-appending its events: ``tree``
+        holds its leaves and ``head`` is the ``event_hash`` of its last event. Only an
+        empty notary resumes; the caller vouches that ``tree`` and ``head`` belong
+        together (check them against a signed checkpoint and the stored last event)."""
+        if self._log.size:
+            raise ChainError(f"cannot resume a notary that already holds {self.size} events")
+        if (head is None) != (tree.size == 0):
+            raise ChainError(f"a log of {tree.size} events cannot have the head {head!r}")
+        if head is not None:
+            check_hash_text(head, "the head")
+        self._log = tree
+        self._head = head
 
     def maybe_checkpoint(self, now_ms: int) -> str | None:
         """A signed checkpoint note if the tree grew since the last checkpoint and either

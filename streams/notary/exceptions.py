@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from processors.exceptions import TrustplaneError
 
-__all__ = ["NotaryServiceError", "LogIntegrityError", "ProofRequestError"]
+__all__ = ["NotaryServiceError", "LogIntegrityError", "ProofRequestError", "SnapshotError"]
 
 
 class NotaryServiceError(TrustplaneError):
@@ -13,6 +13,12 @@ class NotaryServiceError(TrustplaneError):
 
 class LogIntegrityError(NotaryServiceError):
     """``lineage-log`` or ``checkpoints`` contradict themselves or this notary's key."""
+
+
+class SnapshotError(NotaryServiceError):
+    """A snapshot of the notary's state cannot be used: missing parts, corrupt, of another
+    log, or not what ``lineage-log`` and ``checkpoints`` hold. The notary then replays
+    ``lineage-log`` instead."""
 
 
 class ProofRequestError(NotaryServiceError):

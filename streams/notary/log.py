@@ -7,6 +7,7 @@ import array
 import hashlib
 import json
 import logging
+import sys
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
@@ -24,13 +25,25 @@ from processors.log.notary import Notary
 from streams.codec import Codec, DecodeError, EncodeError
 from streams.gatekeys import GateKeys
 from streams.notary.exceptions import LogIntegrityError, NotaryServiceError, ProofRequestError
+from streams.notary.snapshot import DIGEST_SIZE, Snapshot, StateDelta
 from streams.topics import MAX_MESSAGE_BYTES
 
-__all__ = ["LogRecord", "NotaryLog", "Refusal", "require_log_index", "event_json"]
+__all__ = [
+    "CONFLICTING_EVENT_ID",
+    "LogRecord",
+    "NotaryLog",
+    "Refusal",
+    "content_digest",
+    "require_log_index",
+    "event_json",
+]
 
 log = logging.getLogger(__name__)
 
-_NOT_CONTENT = ("prev_hash", "event_hash", "log_index")
+_NOT_CONTENT = ("prev_hash", "event_hash", "log_index", "signer", "signature")
+"""What an event's content leaves out: what the notary sets, and the gate worker's
+signature (two workers may sign the same event with different gate keys)."""
+CONFLICTING_EVENT_ID = "conflicting_event_id"
 _SCHEMA_HINT = (
     "install the LineageEvent schema with log_index: move schemas/lineage_event.avsc to "
     "schemas/history/lineage_event.v0.avsc and schemas/lineage_event.avsc.next to "
@@ -63,11 +76,12 @@ def _json_default(value: object) -> str:
     raise TypeError(f"{type(value).__name__} is not JSON")
 
 
-def _content_digest(event: Mapping[str, Any]) -> bytes:
-    """What makes a redelivery a redelivery: the event without what the notary sets."""
+def content_digest(event: Mapping[str, Any]) -> bytes:
+    """What makes a redelivery a redelivery: a digest of the event without what the
+    notary sets and without the gate worker's signature."""
     body = {k: v for k, v in event.items() if k not in _NOT_CONTENT}
     text = json.dumps(body, sort_keys=True, separators=(",", ":"), default=_json_default)
-    return hashlib.sha256(text.encode()).digest()[:16]
+    return hashlib.sha256(text.encode()).digest()[:DIGEST_SIZE]
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +111,12 @@ class NotaryLog:
     the last committed checkpoint, the ids and offsets of committed events.
     ``fetch(offset)`` returns the ``lineage-log`` value at an offset (the service reads
     Kafka; tests pass a dict's ``__getitem__``).
+
+    The log holds one event per ``event_id``: an event whose id it already holds
+    (committed, or pending in this transaction) is not logged again. With the same
+    content (see :func:`content_digest`) it is a redelivery, counted in ``duplicates``;
+    with other content it is refused (code ``conflicting_event_id``), counted in
+    ``reused_ids`` and logged as an ALERT.
     """
 
     def __init__(
@@ -107,13 +127,12 @@ class NotaryLog:
         gate_keys: GateKeys,
         checkpoint_every_events: int = 1000,
         checkpoint_every_ms: int = 1000,
-        dedupe_window: int = 100_000,
         max_checkpoints: int = 100_000,
         fetch: Callable[[int], bytes] | None = None,
     ) -> None:
         require_log_index(codec)
-        if dedupe_window < 0 or max_checkpoints < 1:
-            raise ConfigError("dedupe_window must be >= 0 and max_checkpoints >= 1")
+        if max_checkpoints < 1:
+            raise ConfigError("max_checkpoints must be >= 1")
         self.signer = signer
         self.origin = signer.name
         self.codec = codec
@@ -123,23 +142,33 @@ class NotaryLog:
             checkpoint_every_events=checkpoint_every_events,
             checkpoint_every_ms=checkpoint_every_ms,
         )
-        self.dedupe_window = dedupe_window
         self.max_checkpoints = max_checkpoints
         self.fetch = fetch
         self.gate_keys = gate_keys
         self.lock = threading.RLock()
-        self._recent: OrderedDict[str, bytes] = OrderedDict()
+        # committed state, one entry per log index (the index: first index of an id)
         self._index: dict[str, int] = {}
+        self._ids: list[str] = []
+        self._digests = bytearray()
         self._offsets = array.array("q")
+        self._head: str | None = None
         self._checkpoints: OrderedDict[int, str] = OrderedDict()
         self._latest: tuple[int, str] | None = None
-        self._pending_ids: list[tuple[str, int]] = []
+        self._checkpoints_end = 0
+        # this transaction's
+        self._pending: dict[str, tuple[int, bytes]] = {}
         self._pending_offsets: dict[int, int] = {}
         self._pending_notes: list[tuple[int, str]] = []
+        self._pending_checkpoints_end: int | None = None
         self.duplicates = 0
         self.reused_ids = 0
         self.undecodable = 0
         self.unsigned = 0
+        self.restored: dict[str, Any] | None = None
+        """How the service restored this log (shown in ``status``)."""
+        self.repeated_ids = 0
+        """Events restored from a lineage-log written before the notary logged one event
+        per id, whose id an earlier event has (proofs by id give the first)."""
 
     # -- writing (one thread) ------------------------------------------------
 
@@ -147,9 +176,10 @@ class NotaryLog:
         self, value: bytes | None, *, source: str, appended_at_ms: int | None = None
     ) -> LogRecord | Refusal | None:
         """Link and log the LineageEvent in ``value``; return the record to produce, None
-        for a redelivered event, or a :class:`Refusal` for a record that is not a
-        LineageEvent signed by a gate key valid at ``appended_at_ms`` (the broker's append
-        time of the record; it is not logged)."""
+        for an event the log already holds, or a :class:`Refusal` for a record that is not
+        a LineageEvent signed by a gate key valid at ``appended_at_ms`` (the broker's
+        append time of the record) or that reuses a logged event id with other content
+        (it is not logged)."""
         try:
             event = self.codec.decode(value or b"", "LineageEvent", max_bytes=MAX_MESSAGE_BYTES)
         except DecodeError as exc:
@@ -163,20 +193,11 @@ class NotaryLog:
             log.warning("lineage record %s refused: %s", source, exc.reason)
             return Refusal("unsigned_lineage", exc.reason)
         event_id = str(event["event_id"])
-        content = _content_digest(event)
+        content = content_digest(event)
         with self.lock:
-            seen = self._recent.get(event_id)
-            if seen == content:
-                self.duplicates += 1
-                return None
-            if seen is not None:
-                self.reused_ids += 1
-                log.warning(
-                    "ALERT: event id %s seen again with other content (%s): logged again, "
-                    "both versions stay in the log",
-                    event_id,
-                    source,
-                )
+            known = self._known(event_id)
+            if known is not None:
+                return self._again(event_id, content, known, source)
             event["log_index"] = self.notary.size
             try:
                 index, linked = self.notary.append(event)
@@ -184,8 +205,7 @@ class NotaryLog:
                 raise NotaryServiceError(
                     f"lineage record {source} (event {event_id}) cannot be linked: {exc.reason}"
                 ) from exc
-            self._remember(event_id, content)
-            self._pending_ids.append((event_id, index))
+            self._pending[event_id] = (index, content)
         try:
             encoded = self.codec.encode("LineageEvent", linked)
         except EncodeError as exc:
@@ -194,13 +214,33 @@ class NotaryLog:
             ) from exc
         return LogRecord(index, event_id, str(index).encode(), encoded)
 
-    def _remember(self, event_id: str, content: bytes) -> None:
-        if not self.dedupe_window:
-            return
-        self._recent[event_id] = content
-        self._recent.move_to_end(event_id)
-        while len(self._recent) > self.dedupe_window:
-            self._recent.popitem(last=False)
+    def _known(self, event_id: str) -> tuple[int, bytes] | None:
+        """(log index, content digest) of the event with this id, if the log holds one."""
+        index = self._index.get(event_id)
+        if index is not None:
+            return index, bytes(self._digests[index * DIGEST_SIZE : (index + 1) * DIGEST_SIZE])
+        return self._pending.get(event_id)
+
+    def _again(
+        self, event_id: str, content: bytes, known: tuple[int, bytes], source: str
+    ) -> Refusal | None:
+        index, logged = known
+        if logged == content:
+            self.duplicates += 1
+            return None
+        self.reused_ids += 1
+        log.warning(
+            "ALERT: event id %s (%s) is already in the log at index %d with other content: "
+            "refused, the first version stays the only one",
+            event_id,
+            source,
+            index,
+        )
+        return Refusal(
+            CONFLICTING_EVENT_ID,
+            f"event id {event_id} is already in the log at index {index} with other "
+            "content; an event id names one event",
+        )
 
     def checkpoint_due(self, now_ms: int) -> tuple[int, str] | None:
         """(size, signed note) if a checkpoint is due now, to produce in this transaction."""
@@ -227,6 +267,19 @@ class NotaryLog:
 
         return delivered
 
+    def checkpoint_delivered(self, offset: int) -> None:
+        """The ``checkpoints`` offset of this transaction's checkpoint."""
+        self._pending_checkpoints_end = offset + 1
+
+    def on_checkpoint_delivery(self) -> Callable[[KafkaError | None, Message], None]:
+        """A producer delivery callback that records a checkpoint's ``checkpoints`` offset."""
+
+        def delivered(err: KafkaError | None, msg: Message) -> None:
+            if err is None:
+                self.checkpoint_delivered(msg.offset() or 0)
+
+        return delivered
+
     def commit(self) -> None:
         """The transaction holding everything since the last commit has committed."""
         with self.lock:
@@ -237,13 +290,19 @@ class NotaryLog:
                     f"no delivery report for log indexes {missing[:5]} after the commit"
                 )
             self._offsets.extend(self._pending_offsets[i] for i in range(first, self.notary.size))
-            for event_id, index in self._pending_ids:
+            for event_id, (index, content) in self._pending.items():
                 self._index[event_id] = index
+                self._ids.append(event_id)
+                self._digests += content
+            self._head = self.notary.head
             for size, note in self._pending_notes:
                 self._keep_checkpoint(size, note)
-            self._pending_ids.clear()
+            if self._pending_checkpoints_end is not None:
+                self._checkpoints_end = self._pending_checkpoints_end
+            self._pending.clear()
             self._pending_offsets.clear()
             self._pending_notes.clear()
+            self._pending_checkpoints_end = None
 
     def _keep_checkpoint(self, size: int, note: str) -> None:
         self._checkpoints[size] = note
@@ -253,6 +312,25 @@ class NotaryLog:
             self._latest = (size, note)
 
     # -- restoring (before serving) ------------------------------------------
+
+    def resume(self, snapshot: Snapshot) -> None:
+        """Continue from a snapshot of the committed state (before restoring anything
+        else): ``restore_record`` and ``restore_checkpoint`` then add what came after."""
+        with self.lock:
+            if self.notary.size or self._offsets:
+                raise NotaryServiceError("a snapshot can only be resumed by an empty log")
+            self.notary.resume(snapshot.tree, snapshot.head)
+            self._offsets = snapshot.offsets
+            self._digests = snapshot.digests
+            self._ids = snapshot.ids
+            # the first index of each id, should an old log hold an id twice
+            ids, size = snapshot.ids, snapshot.size
+            self._index = dict(zip(reversed(ids), range(size - 1, -1, -1), strict=True))
+            self.repeated_ids = snapshot.size - len(self._index)
+            self._head = snapshot.head
+            for size, note in snapshot.checkpoints:
+                self._keep_checkpoint(size, note)
+            self._checkpoints_end = snapshot.checkpoints_end
 
     def restore_record(self, offset: int, value: bytes | None) -> None:
         """Re-append the committed ``lineage-log`` record at ``offset`` (in log order)."""
@@ -280,9 +358,12 @@ class NotaryLog:
                     hint="the record was altered after the notary wrote it",
                 ) from exc
             event_id = str(event["event_id"])
-            self._index[event_id] = position
+            if self._index.setdefault(event_id, position) != position:
+                self.repeated_ids += 1
+            self._ids.append(event_id)
+            self._digests += content_digest(event)
             self._offsets.append(offset)
-            self._remember(event_id, _content_digest(event))
+            self._head = self.notary.head
 
     def restore_checkpoint(self, offset: int, note: bytes | None) -> None:
         """Check a committed checkpoint against the restored log and keep it."""
@@ -314,6 +395,54 @@ class NotaryLog:
                     "lineage-log: the log was rewritten after it was checkpointed"
                 )
             self._keep_checkpoint(checkpoint.size, (note or b"").decode())
+            self._checkpoints_end = offset + 1
+
+    # -- snapshots (the writer thread; committed state only) -----------------
+
+    def state_since(self, size: int, checkpoint_size: int) -> StateDelta:
+        """What committed after the first ``size`` events, with the checkpoints kept
+        larger than ``checkpoint_size``: what a snapshot of ``size`` events lacks."""
+        with self.lock:
+            committed = len(self._offsets)
+            if not 0 <= size <= committed:
+                raise NotaryServiceError(
+                    f"a snapshot of {size} events is not of this log of {committed}"
+                )
+            offsets = self._offsets[size:committed]
+            if sys.byteorder != "little":
+                offsets.byteswap()
+            checkpoints: list[tuple[int, str]] = []
+            for kept in reversed(self._checkpoints):
+                if kept <= checkpoint_size:
+                    break
+                checkpoints.append((kept, self._checkpoints[kept]))
+            checkpoints.reverse()
+            return StateDelta(
+                old_size=size,
+                size=committed,
+                head=self._head,
+                subtrees=self.notary.log.subtrees(size, committed),
+                offsets=offsets.tobytes(),
+                digests=bytes(self._digests[size * DIGEST_SIZE : committed * DIGEST_SIZE]),
+                ids=self._ids[size:committed],
+                checkpoints=checkpoints,
+                log_end=self._offsets[-1] + 1 if committed else 0,
+                checkpoints_end=self._checkpoints_end,
+            )
+
+    def kept_checkpoints(self) -> list[tuple[int, str]]:
+        """(size, note) of every committed checkpoint kept, oldest first."""
+        with self.lock:
+            return list(self._checkpoints.items())
+
+    def offset_of(self, index: int) -> int:
+        """The ``lineage-log`` offset of committed log index ``index``."""
+        return self._offsets[index]
+
+    @property
+    def head(self) -> str | None:
+        """The ``event_hash`` of the last committed event."""
+        return self._head
 
     # -- reading (any thread; committed state only) --------------------------
 
@@ -336,6 +465,8 @@ class NotaryLog:
             "reused_ids": self.reused_ids,
             "undecodable": self.undecodable,
             "unsigned": self.unsigned,
+            "repeated_ids": self.repeated_ids,
+            "restored": self.restored,
         }
 
     def index_of(self, event_id: str) -> int | None:

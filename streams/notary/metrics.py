@@ -188,11 +188,13 @@ class _NotaryCollector(Collector):
             ),
             CounterMetricFamily(
                 "trustplane_notary_duplicates",
-                "Redelivered lineage events dropped (same id and content).",
+                "Lineage events already in the log dropped (same id and content, whichever "
+                "gate key signed them).",
             ),
             CounterMetricFamily(
                 "trustplane_notary_reused_ids",
-                "Lineage events that reused an event id with other content (logged, alerted).",
+                "Lineage events that reused a logged event id with other content (sent to "
+                "rejected as conflicting_event_id, alerted).",
             ),
             CounterMetricFamily(
                 "trustplane_notary_undecodable",

@@ -6,33 +6,27 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator
 
-from confluent_kafka import (
-    TIMESTAMP_LOG_APPEND_TIME,
-    Consumer,
-    KafkaError,
-    KafkaException,
-    Message,
-    TopicPartition,
-)
+from confluent_kafka import TIMESTAMP_LOG_APPEND_TIME, Consumer, Message, TopicPartition
 
 from processors.exceptions import ConfigError
 from processors.log.checkpoint import NoteSigner
 from processors.records import SourcePosition, rejection_record
 from streams import kafka, names
+from streams.brokerwait import wait_for_broker
 from streams.codec import Codec, default_codec
 from streams.config import Settings
 from streams.gate.metrics import GroupLag
 from streams.gatekeys import GateKeys, gate_jwks_path
 from streams.kafka import Record, TransactionalLoop, UpToDeadline
-from streams.notary.exceptions import NotaryServiceError
+from streams.notary.exceptions import NotaryServiceError, SnapshotError
 from streams.notary.fetcher import EventFetcher
 from streams.notary.http import NotaryHTTPServer, notary_bind, notary_port, notary_token
 from streams.notary.keys import load_notary_signer, notary_origin
 from streams.notary.log import NotaryLog, Refusal, require_log_index
+from streams.notary.restore import LogRestorer
+from streams.notary.snapshot import BackgroundSaver, SnapshotStore, snapshot_dir
 from streams.notary.topics import CHECKPOINT_TOPIC, LOG_TOPIC, ensure_notary_topics
-from streams.topics import MAX_MESSAGE_BYTES
 
 __all__ = ["NotaryService"]
 
@@ -59,9 +53,11 @@ class NotaryService:
         checkpoint_every_ms: int | None = None,
         batch_max_records: int = 1000,
         batch_max_ms: int = 50,
-        dedupe_window: int = 100_000,
         max_checkpoints: int = 100_000,
         gate_keys: GateKeys | None = None,
+        snapshots: bool = True,
+        snapshot_every_events: int = 5000,
+        snapshot_every_ms: int = 1000,
     ) -> None:
         settings = settings.for_role("notary")  # its Kafka principal, unless configured
         self.settings = settings
@@ -86,14 +82,28 @@ class NotaryService:
         )
         self.batch_max_records = batch_max_records
         self.batch_max_ms = batch_max_ms
-        self.dedupe_window = dedupe_window
         self.max_checkpoints = max_checkpoints
         self.topics = {
             name: settings.topic(name)
             for name in ("lineage", LOG_TOPIC, CHECKPOINT_TOPIC, "rejected")
         }
+        # at ~10,000 events/s of replay, a restart replays at most about half a second
+        self.snapshot_every_events = snapshot_every_events
+        self.snapshot_every_ms = snapshot_every_ms
+        self.snapshots: SnapshotStore | None = None
+        if snapshots:
+            self.snapshots = SnapshotStore(
+                snapshot_dir(settings, self.topics[LOG_TOPIC]),
+                signer=self.signer,
+                log_topic=self.topics[LOG_TOPIC],
+                checkpoint_topic=self.topics[CHECKPOINT_TOPIC],
+                max_checkpoints=max_checkpoints,
+            )
+        self.saver: BackgroundSaver | None = None
+        self._saved_at = 0.0
         self.group_id = names.notary(settings)
         self.ready = threading.Event()
+        self._stopping = threading.Event()
         self.log: NotaryLog | None = None
         self.http: NotaryHTTPServer | None = None
         self.committed_transactions = 0
@@ -121,12 +131,16 @@ class NotaryService:
         return self.http.url if self.http else None
 
     def stop(self) -> None:
+        self._stopping.set()
         self.loop.stop()
 
     def run(self) -> None:
         """Restore the log, then link and log lineage until :meth:`stop`; raise
         NotaryServiceError when the notary cannot go on."""
         try:
+            if not wait_for_broker(self.settings, "notary", stop=self._stopping):
+                return  # stopped while the broker was down
+            self._lock_snapshots()
             ensure_notary_topics(self.settings)
             self.loop.start()
             if self.port >= 0:
@@ -143,6 +157,7 @@ class NotaryService:
                 [self.topics["lineage"]], on_assign=self._on_assign, on_revoke=self._on_revoke
             )
             self.loop.run()
+            self._final_snapshot()
         finally:
             self.close()
 
@@ -154,6 +169,10 @@ class NotaryService:
             self.fetcher.close()
         except RuntimeError:
             pass
+        if self.saver is not None:
+            self.saver.close()
+        if self.snapshots is not None:
+            self.snapshots.close()
 
     # -- restore ----------------------------------------------------------------
 
@@ -163,73 +182,95 @@ class NotaryService:
             self.codec,
             checkpoint_every_events=self.checkpoint_every_events,
             checkpoint_every_ms=self.checkpoint_every_ms,
-            dedupe_window=self.dedupe_window,
             max_checkpoints=self.max_checkpoints,
             fetch=self.fetcher,
             gate_keys=self.gate_keys,
         )
 
     def _restore(self) -> NotaryLog:
-        """A NotaryLog rebuilt from the committed ``lineage-log``, checked against the
-        last committed checkpoints."""
-        started = time.monotonic()
-        notary_log = self._new_log()
-        for message in self._read_all(self.topics[LOG_TOPIC]):
-            notary_log.restore_record(message.offset() or 0, message.value())
-        tail = 3 * self.max_checkpoints  # a checkpoint and a commit marker per transaction
-        notes = 0
-        for message in self._read_all(self.topics[CHECKPOINT_TOPIC], tail=tail):
-            notary_log.restore_checkpoint(message.offset() or 0, message.value())
-            notes += 1
-        notary_log.commit()
+        """The committed log: from the snapshot and the ``lineage-log`` records after it
+        when the topics confirm the snapshot, else rebuilt from all of ``lineage-log``;
+        checked against the last committed checkpoints either way."""
+        if self.saver is not None:
+            self.saver.wait()  # the store reloads: no save may be under way
+        restored = LogRestorer(
+            self.settings,
+            new_log=self._new_log,
+            log_topic=self.topics[LOG_TOPIC],
+            checkpoint_topic=self.topics[CHECKPOINT_TOPIC],
+            store=self.snapshots,
+            # a checkpoint and a commit marker per transaction
+            checkpoint_tail=3 * self.max_checkpoints,
+        ).restore()
+        notary_log = restored.log
+        notary_log.restored = {
+            "from": restored.source,
+            "replayed": restored.replayed,
+            "seconds": round(restored.seconds, 3),
+        }
         log.info(
-            "notary %s restored %d events and %d checkpoints in %.1f s",
+            "notary %s restored %d events (%s, %d replayed from %s) and %d checkpoints in %.2f s",
             self.origin,
             notary_log.size,
-            notes,
-            time.monotonic() - started,
+            restored.source,
+            restored.replayed,
+            self.topics[LOG_TOPIC],
+            len(notary_log.kept_checkpoints()),
+            restored.seconds,
         )
+        if notary_log.repeated_ids:
+            log.warning(
+                "%s holds %d events whose event id an earlier event has (written before the "
+                "notary logged one event per id); proofs by id give the first",
+                self.topics[LOG_TOPIC],
+                notary_log.repeated_ids,
+            )
+        self.log = notary_log
+        if restored.replayed and self.saver is not None:
+            self.saver.submit(notary_log)
         return notary_log
 
-    def _read_all(self, topic: str, *, tail: int | None = None) -> Iterator[Message]:
-        """Every committed record of partition 0 of ``topic`` (or about its last ``tail``)."""
-        consumer = kafka.consumer(
-            self.settings,
-            names.notary_restore(self.settings),
-            {
-                "client.id": names.notary_restore(self.settings),
-                "enable.partition.eof": True,
-                "max.partition.fetch.bytes": MAX_MESSAGE_BYTES + 1024,
-            },
-        )
+    # -- the snapshot ----------------------------------------------------------------
+
+    def _lock_snapshots(self) -> None:
+        if self.snapshots is None:
+            return
         try:
-            low, high = kafka.watermark_offsets(consumer, TopicPartition(topic, 0))
-            start = low if tail is None else max(low, high - tail)
-            if high <= start:
-                return
-            consumer.assign([TopicPartition(topic, 0, start)])
-            last_progress = time.monotonic()
-            while True:
-                messages = consumer.consume(1000, timeout=1.0)
-                if not messages:
-                    if time.monotonic() - last_progress > 60:
-                        raise NotaryServiceError(
-                            f"reading {topic} stalled for 60 s before its end (offset {high})"
-                        )
-                    continue
-                last_progress = time.monotonic()
-                for message in messages:
-                    error = message.error()
-                    if error is None:
-                        yield message
-                    elif error.code() == KafkaError._PARTITION_EOF:
-                        return
-                    else:
-                        raise NotaryServiceError(f"reading {topic}: {error.str()}")
-        except KafkaException as exc:
-            raise NotaryServiceError(f"reading {topic}: {exc}") from exc
-        finally:
-            consumer.close()
+            locked = self.snapshots.lock()
+        except SnapshotError as exc:
+            log.warning("%s", exc.diagnostics())
+            locked = False
+        if not locked:
+            log.warning(
+                "the notary keeps no snapshot in %s (another process holds it, or it cannot "
+                "be written): it replays all of lineage-log at each start",
+                self.snapshots.directory,
+            )
+            self.snapshots = None
+            return
+        self.saver = BackgroundSaver(self.snapshots)
+
+    def _save_snapshot(self) -> None:
+        """Have the committed state saved if a save is due (on the saver's thread)."""
+        if self.saver is None or self.log is None or self.snapshots is None:
+            return
+        now = time.monotonic()
+        if (
+            self.log.size - self.snapshots.size >= self.snapshot_every_events
+            or (now - self._saved_at) * 1000 >= self.snapshot_every_ms
+        ):
+            self._saved_at = now
+            self.saver.submit(self.log)
+
+    def _final_snapshot(self) -> None:
+        """At a clean stop: everything committed, saved before the process ends."""
+        if self.saver is None or self.log is None or self.snapshots is None:
+            return
+        self.saver.close()
+        try:
+            self.snapshots.save(self.log)
+        except SnapshotError as exc:
+            log.warning("%s", exc.diagnostics())
 
     # -- the loop's hooks --------------------------------------------------------
 
@@ -259,7 +300,13 @@ class NotaryService:
             return None
         if due is not None:
             records.append(
-                Record(self.topics[CHECKPOINT_TOPIC], self.origin.encode(), due[1].encode(), 0)
+                Record(
+                    self.topics[CHECKPOINT_TOPIC],
+                    self.origin.encode(),
+                    due[1].encode(),
+                    0,
+                    notary_log.on_checkpoint_delivery(),
+                )
             )
         return records
 
@@ -280,6 +327,7 @@ class NotaryService:
         assert self.log is not None  # noqa: S101 - set by run() before the loop
         self.log.commit()
         self.committed_transactions += 1
+        self._save_snapshot()
 
     def _rebuild(self, cause: Exception) -> None:
         """After an abort: the uncommitted links are gone, rebuild from ``lineage-log``."""

@@ -4,6 +4,7 @@ duplicate."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -21,16 +22,26 @@ from confluent_kafka import IsolationLevel, KafkaError, TopicPartition
 from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from processors.log.chain import ChainError, leaf_bytes, link, verify_chain
-from processors.log.checkpoint import NoteVerifier, verify_checkpoint
+from processors.log.checkpoint import NoteVerifier, open_note, sign_note, verify_checkpoint
 from processors.log.merkle import MerkleLog, ProofError
 from processors.log.notary import InclusionProof, verify_event_against_checkpoint
 from streams import kafka
 from streams.cli.proof import NotaryClient, verify_consistency_answer, verify_inclusion_answer
 from streams.codec import Codec, SchemaRegistry
 from streams.config import PROJECT_ROOT, Settings
-from streams.notary import NotaryService, notary_vkey_path
+from streams.notary import (
+    NotaryService,
+    ensure_notary_topics,
+    load_notary_signer,
+    notary_vkey_path,
+)
 from tests.conftest import ServiceProcess, free_port, http_json
-from tests.streams.notary.test_notary_service import GATE_KEYS, gate_event, next_schema_dir
+from tests.streams.notary.test_notary_service import (
+    GATE_KEYS,
+    ROTATED_GATE_KEY,
+    gate_event,
+    next_schema_dir,
+)
 
 pytestmark = pytest.mark.broker
 
@@ -323,3 +334,289 @@ def test_a_notary_killed_mid_transaction_resumes_without_gap_or_duplicate(
     for index in (0, before - 1, before, before + 1, len(logged) - 1):
         answer = client.inclusion(index=index)
         verify_inclusion_answer(answer, verifier, index=index)
+
+
+# -- one event per id, and restarting from the snapshot ---------------------------------
+
+
+class InProcessNotary:
+    """A NotaryService on a thread, started and stopped (cleanly) as often as needed."""
+
+    def __init__(self, settings: Settings, codec: Codec, **options: Any) -> None:
+        self.settings, self.codec = settings, codec
+        self.options = {
+            "port": 0,
+            "create_key": True,
+            "checkpoint_every_events": 150,
+            "checkpoint_every_ms": 300,
+            "batch_max_records": 100,
+            **options,
+        }
+        self.service: NotaryService | None = None
+        self.thread: threading.Thread | None = None
+        self.errors: list[BaseException] = []
+        self.started_in = 0.0
+
+    def start(self) -> InProcessNotary:
+        service = NotaryService(self.settings, codec=self.codec, **self.options)
+        self.service = service
+
+        def run() -> None:
+            try:
+                service.run()
+            except BaseException as exc:  # noqa: BLE001 - reported by stop()
+                self.errors.append(exc)
+
+        started = time.monotonic()
+        self.thread = threading.Thread(target=run, daemon=True)
+        self.thread.start()
+        wait_for(lambda: service.url is not None and self.status() != {}, 60, "the notary")
+        self.started_in = time.monotonic() - started
+        return self
+
+    @property
+    def url(self) -> str:
+        assert self.service is not None and self.service.url is not None
+        return self.service.url
+
+    def status(self) -> dict[str, Any]:
+        assert self.service is not None
+        return (health(self.service.url) or {}) if self.service.url else {}
+
+    def wait_checkpointed(self, size: int) -> None:
+        wait_for(lambda: self.status().get("checkpoint_size") == size, 40, f"size {size}")
+
+    def stop(self) -> None:
+        assert self.service is not None and self.thread is not None
+        self.service.stop()
+        self.thread.join(30)
+        assert not self.thread.is_alive(), "the notary did not stop"
+        assert not self.errors, self.errors
+
+
+def read_topic(settings: Settings, name: str) -> list[tuple[bytes | None, bytes]]:
+    """Every committed record of every partition of a topic."""
+    consumer = kafka.consumer(
+        settings, f"reader-{uuid.uuid4().hex[:6]}", {"enable.partition.eof": True}
+    )
+    topic = settings.topic(name)
+    partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+    consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
+    records: list[tuple[bytes | None, bytes]] = []
+    ended: set[int] = set()
+    try:
+        deadline = time.monotonic() + 30
+        while len(ended) < len(partitions) and time.monotonic() < deadline:
+            message = consumer.poll(1.0)
+            if message is None:
+                continue
+            if message.error():
+                if message.error().code() == KafkaError._PARTITION_EOF:
+                    ended.add(message.partition())
+                    continue
+                raise AssertionError(message.error().str())
+            records.append((message.key(), message.value()))
+        assert len(ended) == len(partitions), f"reading {name} did not reach its end"
+        return records
+    finally:
+        consumer.close()
+
+
+def snapshot_folder(settings: Settings) -> Path:
+    return settings.state_dir / "notary" / settings.topic("lineage-log")
+
+
+def test_an_event_is_logged_once_whatever_the_workers_and_restarts(settings, codec):
+    events = make_events(300)
+    # a second gate worker signs the same events with its own gate key
+    resigned = [gate_event(0, key=ROTATED_GATE_KEY, **unsigned(e)) for e in events]
+    notary = InProcessNotary(settings, codec).start()
+    produce(settings, codec, [e for pair in zip(events, resigned, strict=True) for e in pair])
+    notary.wait_checkpointed(300)
+    # the same id with other content: refused, not logged
+    conflicting = gate_event(0, **{**unsigned(events[7]), "status": "deny"})
+    produce(settings, codec, [conflicting])
+    wait_for(lambda: notary.status().get("reused_ids") == 1, 30, "the conflict")
+    assert notary.status()["duplicates"] == 300
+    notary.stop()
+
+    # restarted (from its snapshot): the ids logged before the restart are still known
+    notary.start()
+    assert notary.status()["restored"]["from"] == "snapshot"
+    later = make_events(50)
+    produce(settings, codec, [*resigned[:100], *later, *events[200:], conflicting])
+    notary.wait_checkpointed(350)
+    wait_for(lambda: notary.status().get("reused_ids") == 1, 30, "the second conflict")
+    status = notary.status()
+    assert (status["size"], status["duplicates"]) == (350, 200)
+    verifier = NoteVerifier.from_vkey(notary_vkey_path(settings).read_text().strip())
+    expected = {e["event_id"] for e in events + later}
+    logged, _ = audit(settings, codec, verifier, notary.url, expected)
+    (first,) = [e for e in logged if e["event_id"] == events[7]["event_id"]]
+    assert first["status"] == events[7]["status"]  # the first version, the only one
+    notary.stop()
+
+    rejections = [codec.decode(value, "Rejection") for _, value in read_topic(settings, "rejected")]
+    assert [r["reason_code"] for r in rejections] == ["conflicting_event_id"] * 2
+    for rejection in rejections:
+        assert events[7]["event_id"] in rejection["reason"]
+        assert f"at index {first['log_index']} " in rejection["reason"]
+
+
+def unsigned(event: dict[str, Any]) -> dict[str, Any]:
+    """The event's fields a gate signs (to sign them again)."""
+    return {k: v for k, v in event.items() if k not in ("signer", "signature")}
+
+
+def test_a_restart_continues_from_the_snapshot_and_keeps_linking(settings, codec):
+    events = make_events(1200)
+    notary = InProcessNotary(settings, codec).start()
+    assert notary.status()["restored"]["from"] == "replay"  # the first start: no snapshot
+    produce(settings, codec, events[:1000])
+    notary.wait_checkpointed(1000)
+    before = notary.status()
+    old_note = NotaryClient(notary.url).checkpoint()
+    old_root = verify_checkpoint(old_note, _verifier(settings)).root_hash
+    notary.stop()
+    assert (snapshot_folder(settings) / "manifest.note").exists()
+
+    notary.start()
+    restored = notary.status()["restored"]
+    print(f"restarted in {notary.started_in:.2f} s: {restored}")
+    assert restored["from"] == "snapshot" and restored["replayed"] == 0
+    assert notary.status()["size"] == before["size"] == 1000
+    assert NotaryClient(notary.url).checkpoint() == old_note  # same size, root, signature
+
+    produce(settings, codec, events[1000:])
+    notary.wait_checkpointed(1200)
+    client = NotaryClient(notary.url)
+    new_note = client.checkpoint()
+    answer = client.consistency(1000, 1200)
+    verify_consistency_answer(answer, _verifier(settings), old_note=old_note, new_note=new_note)
+    logged, _ = audit(
+        settings, codec, _verifier(settings), notary.url, {e["event_id"] for e in events}
+    )
+    assert logged[1000]["prev_hash"] == logged[999]["event_hash"]  # chained onto the head
+    tree = MerkleLog()
+    for event in logged[:1000]:
+        tree.append(leaf_bytes(event))
+    assert tree.root() == old_root
+    notary.stop()
+
+
+def _verifier(settings: Settings) -> NoteVerifier:
+    return NoteVerifier.from_vkey(notary_vkey_path(settings).read_text().strip())
+
+
+def _flip_a_leaf(settings: Settings) -> None:
+    path = next(snapshot_folder(settings).glob("g*/tree.0"))
+    data = bytearray(path.read_bytes())
+    data[100] ^= 0x40
+    path.write_bytes(bytes(data))
+
+
+def _truncate_the_offsets(settings: Settings) -> None:
+    path = next(snapshot_folder(settings).glob("g*/offsets"))
+    path.write_bytes(path.read_bytes()[:-8])
+
+
+def _edit_without_the_key(settings: Settings) -> None:
+    path = snapshot_folder(settings) / "manifest.note"
+    path.write_text(path.read_text().replace('"size": 500', '"size": 499'))
+
+
+def _resign(settings: Settings, change: Callable[[dict[str, Any]], None]) -> None:
+    """Change the manifest and sign it again with the notary's key."""
+    signer = load_notary_signer(settings, create=False)
+    path = snapshot_folder(settings) / "manifest.note"
+    text, _ = open_note(path.read_text(), [signer.verifier])
+    manifest = json.loads(text)
+    change(manifest)
+    path.write_text(sign_note(json.dumps(manifest) + "\n", signer))
+
+
+def _another_origin(settings: Settings) -> None:
+    _resign(settings, lambda manifest: manifest.update(origin="other.example/log"))
+
+
+def _another_frontier(settings: Settings) -> None:
+    """Checksums and signature hold, but a subtree the root folds is not the signed one."""
+    path = next(snapshot_folder(settings).glob("g*/tree.2"))  # 500 = ... + 4: [496, 500)
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0x01
+    path.write_bytes(bytes(data))
+
+    def change(manifest: dict[str, Any]) -> None:
+        manifest["files"]["tree.2"]["sha256"] = hashlib.sha256(data).hexdigest()
+
+    _resign(settings, change)
+
+
+def _another_head(settings: Settings) -> None:
+    _resign(settings, lambda manifest: manifest.update(head="sha256:" + "ab" * 32))
+
+
+def test_a_damaged_snapshot_is_set_aside_and_the_log_replayed(settings, codec, caplog):
+    events = make_events(600)
+    notary = InProcessNotary(settings, codec).start()
+    produce(settings, codec, events[:500])
+    notary.wait_checkpointed(500)
+    expected_note = NotaryClient(notary.url).checkpoint()
+    notary.stop()
+
+    for damage, why in [
+        (_flip_a_leaf, "does not match the SHA-256"),
+        (_truncate_the_offsets, "truncated"),
+        (_edit_without_the_key, "not a note signed by this notary's key"),
+        (_another_origin, "of origin 'other.example/log'"),
+        (_another_frontier, "(size 500) does not match the log"),
+        (_another_head, "the snapshot's last event is index 499"),
+    ]:
+        damage(settings)
+        caplog.clear()
+        notary.start()
+        restored = notary.status()["restored"]
+        assert restored["from"] == "replay" and restored["replayed"] == 500, damage.__name__
+        warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        assert any(why in w and "replaying all of" in w for w in warnings), (why, warnings)
+        assert NotaryClient(notary.url).checkpoint() == expected_note
+        notary.stop()
+        notary.start()  # the replay wrote a new snapshot
+        assert notary.status()["restored"]["from"] == "snapshot", damage.__name__
+        notary.stop()
+
+    notary.start()
+    produce(settings, codec, events[500:])
+    notary.wait_checkpointed(600)
+    audit(settings, codec, _verifier(settings), notary.url, {e["event_id"] for e in events})
+    notary.stop()
+
+
+def test_a_snapshot_ahead_of_the_topics_is_refused(settings, codec, caplog):
+    notary = InProcessNotary(settings, codec).start()
+    produce(settings, codec, make_events(200))
+    notary.wait_checkpointed(200)
+    notary.stop()
+
+    # the log topics are deleted and created again, empty: the snapshot is of a log
+    # that is no more
+    admin = kafka.admin(settings)
+    topics = [settings.topic("lineage-log"), settings.topic("checkpoints")]
+    for future in admin.delete_topics(topics, operation_timeout=30).values():
+        future.result()
+    wait_for(lambda: not set(topics) & set(admin.list_topics(timeout=10).topics), 30, "deletion")
+    ensure_notary_topics(settings)  # as the operator (the notary's role may create none)
+    caplog.clear()
+    notary.start()
+    assert notary.status()["restored"]["from"] == "replay"
+    assert notary.status()["size"] == 0
+    assert any("ahead of the topic" in r.getMessage() for r in caplog.records)
+    events = make_events(30)
+    produce(settings, codec, events)
+    notary.wait_checkpointed(30)
+    audit(settings, codec, _verifier(settings), notary.url, {e["event_id"] for e in events})
+    notary.stop()
+    notary.start()
+    assert notary.status()["restored"]["from"] == "snapshot"
+    assert notary.status()["size"] == 30
+    notary.stop()

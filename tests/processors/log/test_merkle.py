@@ -283,3 +283,51 @@ def test_every_consistency_proof_verifies_and_any_bit_flip_fails(data):
 def test_root_of_any_tree_matches_the_reference(leaves):
     log = _log(leaves)
     assert log.root() == ref_mth(leaves)
+
+
+# -- saving and resuming the tree ----------------------------------------------------------
+
+
+def _tree(size: int) -> MerkleLog:
+    tree = MerkleLog()
+    for n in range(size):
+        tree.append(b"leaf %d" % n)
+    return tree
+
+
+@pytest.mark.parametrize("size", [0, 1, 2, 3, 7, 8, 9, 100, 257])
+def test_a_tree_resumed_from_its_subtrees_is_the_same_tree(size):
+    whole = _tree(size + 20)
+    levels = whole.subtrees(0, size)
+    assert [len(level) // 32 for level in levels] == [size >> h for h in range(len(levels))]
+    resumed = MerkleLog.from_levels(levels, size)
+    assert resumed.size == size and resumed.root() == whole.root(size)
+    for n in range(size, size + 20):  # and it grows like the original
+        resumed.append(b"leaf %d" % n)
+    assert resumed.root() == whole.root()
+    for old in range(1, size + 21, 7):
+        assert resumed.consistency_proof(old) == whole.consistency_proof(old)
+        assert resumed.inclusion_proof(old - 1) == whole.inclusion_proof(old - 1)
+
+
+def test_subtrees_appended_level_by_level_are_the_levels_of_the_larger_tree():
+    tree = _tree(300)
+    levels = [bytearray(level) for level in tree.subtrees(0, 5)]
+    for old, new in [(5, 6), (6, 64), (64, 65), (65, 300)]:
+        for level, hashes in enumerate(tree.subtrees(old, new)):
+            if level == len(levels):
+                levels.append(bytearray())
+            levels[level] += hashes
+    assert MerkleLog.from_levels(levels, 300).root() == tree.root()
+
+
+def test_levels_that_do_not_fit_the_size_are_refused():
+    levels = _tree(10).subtrees(0, 10)
+    with pytest.raises(MerkleError, match="has 4 levels, not 3"):
+        MerkleLog.from_levels(levels[:3], 10)
+    with pytest.raises(MerkleError, match="level 1 of a tree of 10 leaves holds 160 bytes"):
+        MerkleLog.from_levels([levels[0], levels[1][:-32], *levels[2:]], 10)
+    with pytest.raises(MerkleError, match="non-negative integer"):
+        MerkleLog.from_levels(levels, -1)
+    with pytest.raises(MerkleError, match="old size 5 is larger"):
+        _tree(10).subtrees(5, 4)

@@ -17,7 +17,7 @@ from processors.log.checkpoint import (
     NoteSigner,
     verify_checkpoint,
 )
-from processors.log.merkle import MerkleError, ProofError, leaf_hash
+from processors.log.merkle import MerkleError, MerkleLog, ProofError, leaf_hash
 from processors.log.notary import (
     ConsistencyProof,
     InclusionProof,
@@ -314,3 +314,22 @@ def test_consistency_between_any_two_sizes(data):
             ConsistencyProof(old, new, tuple(hashes)).verify(
                 _NOTARY.log.root(old), _NOTARY.log.root(new)
             )
+
+
+def test_a_notary_resumes_from_its_tree_and_head_without_the_events(signer):
+    original = Notary(ORIGIN, signer)
+    fill(original, 12)
+    resumed = Notary(ORIGIN, signer)
+    resumed.resume(MerkleLog.from_levels(original.log.subtrees(0), 12), original.head)
+    assert (resumed.size, resumed.head) == (12, original.head)
+    (extra,) = fill(resumed, 1, start=12)
+    assert extra["prev_hash"] == original.head
+    (same,) = fill(original, 1, start=12)
+    assert same == extra and resumed.log.root() == original.log.root()
+
+    with pytest.raises(ChainError, match="already holds 13 events"):
+        resumed.resume(MerkleLog(), None)
+    with pytest.raises(ChainError, match="cannot have the head None"):
+        Notary(ORIGIN, signer).resume(MerkleLog.from_levels(original.log.subtrees(0), 13), None)
+    with pytest.raises(ChainError, match="the head"):
+        Notary(ORIGIN, signer).resume(MerkleLog.from_levels(original.log.subtrees(0), 13), "x")

@@ -55,7 +55,7 @@ from streams.notary import (
     notary_vkey_path,
     require_log_index,
 )
-from streams.notary.log import Refusal
+from streams.notary.log import CONFLICTING_EVENT_ID, Refusal
 
 ORIGIN = "test.trustplane.local/lineage"
 SCHEMAS = PROJECT_ROOT / "schemas"
@@ -181,6 +181,7 @@ class Harness:
         if commit:
             self.topic.write(self.log, records)
             if due is not None:
+                self.log.checkpoint_delivered(2 * len(self.notes))  # a note, a commit marker
                 self.notes.append(due[1])
             self.log.commit()
         return records
@@ -225,17 +226,69 @@ def test_log_index_is_covered_by_the_event_hash(signer, codec):
         verify_chain([moved], anchor=event["prev_hash"])
 
 
-def test_a_redelivered_event_is_dropped_but_a_reused_id_with_other_content_is_logged(signer, codec):
+def test_a_redelivered_event_is_dropped_and_a_reused_id_with_other_content_is_refused(
+    signer, codec
+):
     h = Harness(signer, codec)
     first = gate_event(1)
     h.batch(encoded([first, gate_event(2)]), now_ms=0)
     again = h.batch(encoded([first]), now_ms=1)
-    assert again == [] and h.log.duplicates == 1
+    assert again == [] and h.log.duplicates == 1 and h.refused == []
 
     replayed = gate_event(1, occurred_at_ms=first["occurred_at_ms"] + 5000, status="deny")
-    (record,) = h.batch(encoded([replayed]), now_ms=2)
-    assert record.index == 2 and h.log.reused_ids == 1
-    assert h.log.index_of(first["event_id"]) == 2  # lookups by id give the latest
+    assert h.batch(encoded([replayed]), now_ms=2) == []
+    (refusal,) = h.refused
+    assert refusal.code == CONFLICTING_EVENT_ID
+    assert "event-000001" in refusal.reason and "at index 0" in refusal.reason
+    assert h.log.reused_ids == 1 and h.log.notary.size == 2
+    assert h.log.index_of(first["event_id"]) == 0  # the first version stays the only one
+    assert h.log.status()["reused_ids"] == 1
+
+
+def test_the_same_event_signed_by_two_gate_workers_is_logged_once(signer, codec):
+    h = Harness(signer, codec)
+    by_one = gate_event(1)
+    by_other = gate_event(1, key=ROTATED_GATE_KEY)  # another worker, another gate key
+    assert by_one["signature"] != by_other["signature"]
+    # in one transaction (the first still pending) and in a later one
+    records = h.batch(encoded([by_one, by_other, gate_event(2)]), now_ms=0)
+    assert [r.event_id for r in records] == ["event-000001", "event-000002"]
+    assert h.batch(encoded([by_other, by_one]), now_ms=1) == []
+    assert h.log.duplicates == 3 and h.log.reused_ids == 0 and h.refused == []
+    (logged, _) = decode_all(codec, h.topic)
+    assert logged["signature"] == by_one["signature"]  # the first delivery is the one logged
+
+
+def test_a_conflicting_event_in_the_same_transaction_is_refused(signer, codec):
+    h = Harness(signer, codec)
+    records = h.batch(encoded([gate_event(1), gate_event(1, status="deny")]), now_ms=0)
+    assert [r.index for r in records] == [0]
+    (refusal,) = h.refused
+    assert refusal.code == CONFLICTING_EVENT_ID and "at index 0" in refusal.reason
+
+
+def test_a_restored_log_still_knows_every_id(signer, codec):
+    h = Harness(signer, codec)
+    h.batch(encoded([gate_event(n) for n in range(5)]), now_ms=0)
+    restored = restore(signer, codec, h)
+    assert restored.append(encoded([gate_event(0, key=ROTATED_GATE_KEY)])[0], source="x") is None
+    refused = restored.append(encoded([gate_event(3, status="deny")])[0], source="x")
+    assert isinstance(refused, Refusal) and refused.code == CONFLICTING_EVENT_ID
+    assert (restored.duplicates, restored.reused_ids, restored.repeated_ids) == (1, 1, 0)
+
+
+def test_an_old_log_holding_an_id_twice_is_restored_and_proofs_by_id_give_the_first(signer, codec):
+    # written before the notary logged one event per id: the same id at indexes 0 and 2
+    h = Harness(signer, codec)
+    h.batch(encoded([gate_event(1), gate_event(2)]), now_ms=0)
+    twin = h.log.notary.append({**gate_event(1, status="deny"), "log_index": 2})[1]
+    h.topic.write(h.log, [LogRecord(2, "twin", b"2", codec.encode("LineageEvent", twin))])
+    h.notes.append(h.log.notary.checkpoint(1))
+    h.log.commit()
+    restored = restore(signer, codec, h)
+    assert restored.size == 3 and restored.repeated_ids == 1
+    assert restored.index_of("event-000001") == 0
+    assert restored.append(encoded([gate_event(1)])[0], source="x") is None
 
 
 def test_a_gate_event_keeps_exactly_the_lineage_event_fields(codec):
@@ -519,6 +572,7 @@ def test_restore_rebuilds_the_log_and_continues_the_chain(signer, codec):
     assert restored.notary.head == h.log.notary.head
     assert restored.latest() == h.log.latest()
     assert restored.index_of("event-000011") == 11
+    assert restored.head == h.log.head
 
     # a redelivery of a restored event is still recognized
     assert restored.append(encoded([gate_event(12)])[0], source="x") is None
