@@ -9,7 +9,7 @@ STATE  := .state
 TP     := $(BIN)/trustplane
 
 .DEFAULT_GOAL := help
-.PHONY: help install run stop worker test test-unit screenshots bench chaos kafka-cluster kafka-cluster-down lint format typecheck clean
+.PHONY: help install run stop worker test test-unit screenshots bench chaos eval kafka-cluster kafka-cluster-down lint format typecheck clean
 
 help: ## Show the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-10s %s\n", $$1, $$2}'
@@ -84,6 +84,9 @@ bench: install ## Benchmark the gate end to end (`make bench ARGS=--quick` for t
 
 chaos: install ## Chaos suite: kill/stop workers, sink, notary and brokers under signed load, then check every invariant (`make chaos ARGS=--quick`)
 	$(BIN)/python -m bench.chaos $(ARGS)
+
+eval: install ## Replay AgentDojo's four suites through the gate; report in docs/agentdojo (`make eval ARGS="--suite banking"`)
+	$(TP) eval agentdojo $(ARGS)
 
 kafka-cluster: install ## Three local Kafka nodes (RF 3, min ISR 2) in .state/cluster, provisioned
 	TRUSTPLANE_STATE_DIR=$(STATE)/cluster $(TP) kafka up --brokers 3

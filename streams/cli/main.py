@@ -31,6 +31,7 @@ from processors.exceptions import TrustplaneError
 from streams.cli import ops
 from streams.cli.console import console_command
 from streams.cli.context import CliOptions, options, settings
+from streams.cli.eval import eval_app
 from streams.cli.kafka import kafka_app
 from streams.cli.mcp import mcp_app
 from streams.cli.operators import operators_app
@@ -82,6 +83,7 @@ cli.add_typer(ops.killswitch_app, name="killswitch")
 cli.add_typer(ops.review_app, name="review")
 cli.add_typer(operators_app, name="operators")
 cli.add_typer(policy_app, name="policy")
+cli.add_typer(eval_app, name="eval")
 cli.command()(ops.quarantine)
 cli.command()(ops.release)
 cli.command()(ops.verify)
