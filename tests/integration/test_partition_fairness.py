@@ -45,5 +45,8 @@ def test_a_backlog_is_served_across_partitions(settings, worker_factory):
     first_half = [agent for _, agent, _ in decided[:BACKLOG]]
     shares = {agent: first_half.count(agent) / BACKLOG for agent in agents}
     print(f"\nshare of the first {BACKLOG} decisions: {shares}")
-    # drained one after the other, the first half would be one agent's alone
-    assert min(shares.values()) > 0.25, shares
+    # drained one after the other, the first half is one agent's alone (the other got 2.5 %
+    # of it before the worker fetched in slices); with slices the other partition gets a
+    # real share, though not always half: librdkafka may have fetched a few slices of one
+    # partition before it starts fetching the other (50 % and 16 % in two runs)
+    assert min(shares.values()) > 0.10, shares
