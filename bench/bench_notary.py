@@ -32,7 +32,14 @@ LAYERS = ("schema", "freshness", "identity", "authorization", "integrity", "anom
 def lineage_event(n: int, key: SigningKey) -> dict[str, Any]:
     """A LineageEvent as the gate writes it (schemas/lineage_event.avsc): one per decided
     intent, every layer's verdict inside, signed with the gate's key."""
-    event: dict[str, Any] = {
+    event = unsigned_lineage_event(n)
+    sign_event(event, key)
+    return event
+
+
+def unsigned_lineage_event(n: int) -> dict[str, Any]:
+    """:func:`lineage_event` before the gate signs it."""
+    return {
         "event_id": f"evt-{n:012d}",
         "intent_id": f"01J{n:023d}",
         "agent_id": f"agent-{n % 64}",
@@ -65,8 +72,6 @@ def lineage_event(n: int, key: SigningKey) -> dict[str, Any]:
         "event_hash": None,
         "log_index": None,
     }
-    sign_event(event, key)
-    return event
 
 
 def timed(fn: Callable[[], object], repeat: int) -> list[float]:

@@ -36,6 +36,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from bench.bench_notary import unsigned_lineage_event  # noqa: E402
 from processors.crypto.keys import generate_signing_key  # noqa: E402
 from processors.log.checkpoint import NoteSigner  # noqa: E402
 from streams.codec import Codec, default_codec  # noqa: E402
@@ -45,7 +46,6 @@ from streams.notary.snapshot import SnapshotStore  # noqa: E402
 
 BATCH = 1000
 SAVE_EVERY = 5000
-LAYERS = ("schema", "freshness", "identity", "authorization", "integrity", "anomaly")
 
 
 class UncheckedGateKeys(GateKeys):
@@ -66,40 +66,11 @@ def new_store(folder: Path, signer: NoteSigner) -> SnapshotStore:
 
 
 def lineage_event(n: int) -> dict[str, Any]:
-    """A LineageEvent the size of the gate's (bench_notary.py's, without signing it)."""
-    return {
-        "event_id": f"evt-{n:012d}",
-        "intent_id": f"01J{n:023d}",
-        "agent_id": f"agent-{n % 64}",
-        "stage": "enforcement",
-        "event_type": "intent.approved",
-        "status": "approved",
-        "reasons": [],
-        "attributes": {
-            "intent_digest": "sha256:" + f"{n:064x}",
-            "action": "payments.transfer",
-            "resource": f"invoice:{n}",
-            "sequence": str(n),
-            "topic": "approved",
-        },
-        "occurred_at_ms": 1_700_000_000_000 + n,
-        "worker": "gate-1",
-        "verdicts": [
-            {
-                "layer": layer,
-                "status": "ALLOW",
-                "reasons": ["policy permit-read matched"] if layer == "authorization" else [],
-                "evidence": {"policy": "permit-read"} if layer == "authorization" else {},
-                "duration_us": 40 + (n + i) % 17,
-            }
-            for i, layer in enumerate(LAYERS)
-        ],
-        "signer": "gate-key-1",
-        "signature": base64.b64encode(n.to_bytes(64, "big")).decode(),
-        "prev_hash": None,
-        "event_hash": None,
-        "log_index": None,
-    }
+    """A LineageEvent the size of the gate's, with a placeholder signature."""
+    event = unsigned_lineage_event(n)
+    event["signer"] = "gate-key-1"
+    event["signature"] = base64.b64encode(n.to_bytes(64, "big")).decode()
+    return event
 
 
 class Built:
