@@ -7,25 +7,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from bench.chaos.check import Result
+from bench.chaos.check import INVARIANTS, Result
 
 __all__ = ["GOAL_RECOVERY_S", "figures_line", "goals", "write_report"]
 
 GOAL_RECOVERY_S = 3.0
 """Outcomes resume within 3 s of a worker SIGKILL; the notary serves within 3 s of a restart."""
-
-LINE_INVARIANTS = (
-    "lost",
-    "duplicated",
-    "wrongly_approved",
-    "good_denied",
-    "sink_mismatch",
-    "notary_excess",
-    "notary_missing",
-    "approvals_unverified",
-    "checkpoints_inconsistent",
-    "log_broken",
-)
 
 
 def _seconds(value: object) -> str:
@@ -34,7 +21,7 @@ def _seconds(value: object) -> str:
 
 def figures_line(result: Result, recovery: Mapping[str, Mapping[str, Any]]) -> str:
     """``lost=0 duplicated=0 ... worker_recovery_p50=1.20s max=2.90s notary_recovery_...``"""
-    parts = [f"{name}={result.count(name)}" for name in LINE_INVARIANTS]
+    parts = [f"{name}={result.count(name)}" for name in INVARIANTS]
     for name in ("worker", "notary"):
         figures = recovery.get(name, {})
         parts.append(
