@@ -70,7 +70,8 @@ stop: ## Stop the console, the demo runner, the worker, the sink, the notary, Pr
 	@if [ -x $(TP) ]; then $(TP) prometheus down 2>/dev/null || true; $(TP) kafka down; fi
 
 test: install ## Run the whole test suite (starts its own Kafka broker)
-	$(BIN)/pytest
+	@rm -f .state/test-hang.log
+	$(BIN)/pytest || { status=$$?; [ ! -s .state/test-hang.log ] || { echo 'a test hung; the stacks:'; cat .state/test-hang.log; }; exit $$status; }
 
 test-unit: install ## Only the fast tests that need no broker
 	$(BIN)/pytest -m "not broker"

@@ -59,6 +59,8 @@ __all__ = [
     "start_transactions",
     "rewind_to_committed",
     "watermark_offsets",
+    "GroupMember",
+    "close_consumer",
     "close_loop",
     "Record",
     "RetryBatch",
@@ -323,12 +325,43 @@ def start_transactions(producer: Producer, error: type[TrustplaneError]) -> None
         ) from exc
 
 
-def close_loop(consumer: Consumer, producer: Producer) -> None:
-    """Leave the group (if still in it) and deliver what is queued."""
+CLOSE_REVOKE_WAIT_S = 10.0
+"""How long :func:`close_consumer` polls for its partitions to be revoked."""
+
+
+class GroupMember(Protocol):
+    """What :func:`close_consumer` uses of a group consumer."""
+
+    def assignment(self) -> list[TopicPartition]: ...
+    def unsubscribe(self) -> None: ...
+    def poll(self, timeout: float = -1) -> Any: ...
+    def close(self) -> None: ...
+
+
+def close_consumer(consumer: GroupMember) -> None:
+    """Close a group consumer whose offsets are stored explicitly (never on poll).
+
+    The partitions are given up first (unsubscribe, then poll until the revocation has
+    run) so that ``close()`` has nothing left to revoke. When ``close()`` itself runs the
+    revocation, the rebalance callback may ask the consumer group for its protocol after
+    the group has terminated; librdkafka drops that request unanswered and the callback
+    waits forever, holding the GIL, which freezes the whole process
+    (confluentinc/librdkafka#4041). Records polled while giving up are dropped: their
+    offsets are not stored, so the group reads them again."""
     try:
+        if consumer.assignment():
+            consumer.unsubscribe()
+            deadline = time.monotonic() + CLOSE_REVOKE_WAIT_S
+            while consumer.assignment() and time.monotonic() < deadline:
+                consumer.poll(0.05)
         consumer.close()
     except RuntimeError:
         pass  # already closed
+
+
+def close_loop(consumer: Consumer, producer: Producer) -> None:
+    """Leave the group (if still in it) and deliver what is queued."""
+    close_consumer(consumer)
     producer.flush(5)
 
 

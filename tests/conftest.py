@@ -10,6 +10,7 @@ afterwards). Test code in the pytest process is ``admin``; services started thro
 from __future__ import annotations
 
 import dataclasses
+import faulthandler
 import json
 import os
 import signal
@@ -56,6 +57,30 @@ class TestBroker:
             kafka_credentials_dir=self.credentials_dir,
             **values,
         )
+
+
+HANG_LIMIT_S = 1200
+"""A test still running after this long ends the session (see ``_hang_watchdog``)."""
+HANG_REPORT = PROJECT_ROOT / ".state" / "test-hang.log"
+
+
+@pytest.fixture(scope="session")
+def _hang_report() -> Iterator[Any]:
+    HANG_REPORT.parent.mkdir(parents=True, exist_ok=True)
+    with HANG_REPORT.open("w") as report:
+        yield report
+    if HANG_REPORT.stat().st_size == 0:
+        HANG_REPORT.unlink()
+
+
+@pytest.fixture(autouse=True)
+def _hang_watchdog(_hang_report: Any) -> Iterator[None]:
+    """End the session, with every thread's stack in ``HANG_REPORT`` (``make test`` prints
+    it), when a test hangs. A native call that blocks holding the GIL stops every Python
+    thread, pytest-timeout's too; faulthandler's watchdog is native and still fires."""
+    faulthandler.dump_traceback_later(HANG_LIMIT_S, exit=True, file=_hang_report)
+    yield
+    faulthandler.cancel_dump_traceback_later()
 
 
 @pytest.fixture(scope="session")

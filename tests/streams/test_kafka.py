@@ -317,3 +317,39 @@ def test_offsets_refused_in_a_transaction_name_the_consumers_group() -> None:
     with pytest.raises(LoopError, match="User:sink lacks GROUP READ on consumer group root.gate"):
         loop.run_once()
     assert producer.aborts == 1
+
+
+class RevokingConsumer:
+    """A group member whose revocation runs on a later poll, as librdkafka's does."""
+
+    def __init__(self, partitions: int) -> None:
+        self.assigned = [TopicPartition("t.lineage", p) for p in range(partitions)]
+        self.calls: list[str] = []
+        self.revoke_pending = False
+
+    def assignment(self) -> list[TopicPartition]:
+        return list(self.assigned)
+
+    def unsubscribe(self) -> None:
+        self.calls.append("unsubscribe")
+        self.revoke_pending = True
+
+    def poll(self, timeout: float = -1) -> None:
+        self.calls.append("poll")
+        if self.revoke_pending:
+            self.assigned, self.revoke_pending = [], False
+
+    def close(self) -> None:
+        self.calls.append(f"close with {len(self.assigned)} assigned")
+
+
+def test_a_consumer_gives_up_its_partitions_before_it_closes() -> None:
+    consumer = RevokingConsumer(partitions=2)
+    kafka.close_consumer(consumer)
+    assert consumer.calls == ["unsubscribe", "poll", "close with 0 assigned"]
+
+
+def test_a_consumer_with_nothing_assigned_just_closes() -> None:
+    consumer = RevokingConsumer(partitions=0)
+    kafka.close_consumer(consumer)
+    assert consumer.calls == ["close with 0 assigned"]

@@ -134,6 +134,15 @@ class FakeConsumer:
     def consumer_group_metadata(self) -> bytes:
         return group_metadata(self.generation, self.member or "")
 
+    def assignment(self) -> list[TopicPartition]:
+        return []
+
+    def unsubscribe(self) -> None:
+        self.subscribed = []
+
+    def poll(self, timeout: float = -1) -> Any:
+        return None
+
     def close(self) -> None:
         self.closed = True
 
