@@ -19,10 +19,11 @@ answering 200 (it answers 503 while it restores its log), polled every 50 ms.
 from __future__ import annotations
 
 import statistics
-from collections.abc import Collection, Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
-__all__ = ["Timing", "worker_recovery", "summary"]
+__all__ = ["Timing", "worker_recovery", "summary", "phases_p50"]
 
 
 @dataclass(frozen=True)
@@ -68,3 +69,13 @@ def summary(values: Sequence[float | None]) -> dict[str, float | int | None]:
         "p50": statistics.median(measured) if measured else None,
         "max": max(measured) if measured else None,
     }
+
+
+def phases_p50(timelines: Sequence[Mapping[str, Any] | None]) -> dict[str, float]:
+    """The median of each start-up phase over the restarts that reported a timeline
+    (``{"phases": {name: seconds}}``), in the order the services report them."""
+    samples: dict[str, list[float]] = {}
+    for timeline in timelines:
+        for name, seconds in ((timeline or {}).get("phases") or {}).items():
+            samples.setdefault(name, []).append(float(seconds))
+    return {name: round(statistics.median(values), 3) for name, values in samples.items()}

@@ -32,7 +32,7 @@ from bench.chaos.live import Arrivals, Reviewer
 from bench.chaos.load import ChaosWorkload, PublishLoop, build_workload
 from bench.chaos.model import Anchors, Class, Observed, Planned
 from bench.chaos.plan import PlanSpec, make_plan, write_plan
-from bench.chaos.recovery import Timing, summary, worker_recovery
+from bench.chaos.recovery import Timing, phases_p50, summary, worker_recovery
 from bench.chaos.report import figures_line, goals, write_report
 from bench.chaos.services import Services
 from bench.e2e.procs import Collector, free_port
@@ -284,6 +284,11 @@ def run_chaos(
 
         result = check(planned, observed, anchors)
         recovery = _recovery(planned, observed, arrivals, publisher, faults, services)
+        for name in ("worker", "notary"):
+            phases = recovery[name]["restart_phases_p50"]
+            if phases:
+                spent = ", ".join(f"{phase} {seconds:.2f}" for phase, seconds in phases.items())
+                log(f"{name} restarts, median seconds per start-up phase: {spent}")
         crashes = [
             {
                 "service": e.name,
@@ -401,10 +406,18 @@ def _recovery(
     def restarts(name: str) -> list[float | None]:
         return [start.ready_s for start in services[name].starts[1:]]
 
+    worker_restarts = [start.startup for w in services.workers for start in w.starts[1:]]
     return {
-        "worker": {**summary(measured), "undisturbed": summary(alone), "kills": kills},
-        **{
-            name: {**summary(restarts(name)), "restarts_ready_s": restarts(name)}
-            for name in ("notary", "sink")
+        "worker": {
+            **summary(measured),
+            "undisturbed": summary(alone),
+            "kills": kills,
+            "restart_phases_p50": phases_p50(worker_restarts),
         },
+        "notary": {
+            **summary(restarts("notary")),
+            "restarts_ready_s": restarts("notary"),
+            "restart_phases_p50": phases_p50([s.startup for s in services["notary"].starts[1:]]),
+        },
+        "sink": {**summary(restarts("sink")), "restarts_ready_s": restarts("sink")},
     }

@@ -34,6 +34,7 @@ from streams.gate.state import KafkaAgentStates
 from streams.gate.wiring import GateParts, build_gate
 from streams.gate.worker import GateWorker
 from streams.httpauth import AuthenticationError, BearerToken, is_loopback
+from streams.startup import StartupTimeline
 from streams.topics import ensure_topics
 
 __all__ = ["create_app", "build_gate"]
@@ -240,8 +241,11 @@ def _signing_key_since(parts: GateParts, keys_dir: Path) -> tuple[str, float] | 
 
 def create_app(settings: Settings) -> faust.App:
     settings = settings.for_role("gate")  # its Kafka principal, unless one is configured
+    startup = StartupTimeline("worker")
     wait_for_broker(settings, "worker")
+    startup.mark("broker")
     ensure_topics(settings)
+    startup.mark("topics")
     metrics = GateMetrics()
     parts = build_gate(settings, metrics)
     spill = None
@@ -260,7 +264,8 @@ def create_app(settings: Settings) -> faust.App:
         parts.control,
         on_result=_control_lineage(parts, metrics),
     )
-    worker = GateWorker(settings, parts.gate, control=follower, states=states)
+    worker = GateWorker(settings, parts.gate, control=follower, states=states, startup=startup)
+    startup.mark("gate")
     metrics.watch(
         _gate_health(parts, worker, settings.resolved_signing_keys_dir),
         GroupLag.of(
@@ -309,6 +314,7 @@ def create_app(settings: Settings) -> faust.App:
             "worker": worker.worker_id,
             "ready": worker.ready.is_set(),
             "processed": worker.processed,
+            "startup": startup.summary(),
             "control": parts.control.snapshot_summary(),
             "policy": (
                 {"version": engine.version, "digest": engine.digest}

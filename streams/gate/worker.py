@@ -31,6 +31,7 @@ from streams.gate.control import ControlFollower
 from streams.gate.gate import Gate, Output
 from streams.gate.state import KafkaAgentStates
 from streams.kafka import FirstThenReady, Record, TransactionalLoop
+from streams.startup import StartupTimeline
 
 __all__ = ["GateWorker", "WorkerError"]
 
@@ -53,8 +54,10 @@ class GateWorker:
         control: ControlFollower | None = None,
         states: KafkaAgentStates | None = None,
         on_batch: Callable[[int], None] | None = None,
+        startup: StartupTimeline | None = None,
     ) -> None:
         self.settings = settings
+        self.startup = startup or StartupTimeline("worker")
         self.gate = gate
         self.control = control
         self.states = states
@@ -103,10 +106,13 @@ class GateWorker:
 
     def run(self) -> None:
         """Run until :meth:`stop`; raise WorkerError when the worker cannot go on."""
+        self.startup.mark("host")
         self.loop.start()
+        self.startup.mark("transactions")
         if self.control is not None:
             applied = self.control.catch_up()
             log.info("control state rebuilt from %d records", applied)
+            self.startup.mark("control")
         # outcomes are keyed by agent id like intents: partition p of both lands on the
         # same worker, which holds that agent's ledger of issued approvals
         self.loop.subscribe(
@@ -187,6 +193,7 @@ class GateWorker:
         owned = {tp.partition for tp in assigned if tp.topic == intents}
         self.gate.metrics.assigned_partitions.set(len(owned))
         self.ready.set()
+        self.startup.finish("deciding")
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("revoked %s", [p.partition for p in partitions])

@@ -165,6 +165,8 @@ class NotaryLog:
         self.undecodable = 0
         self.unsigned = 0
         self.restored: dict[str, Any] | None = None
+        self.startup: Callable[[], dict[str, Any]] | None = None
+        """The notary's start-up timeline (:class:`streams.startup.StartupTimeline`)."""
         """How the service restored this log (shown in ``status``)."""
         self.repeated_ids = 0
         """Events restored from a lineage-log written before the notary logged one event
@@ -467,6 +469,7 @@ class NotaryLog:
             "unsigned": self.unsigned,
             "repeated_ids": self.repeated_ids,
             "restored": self.restored,
+            "startup": self.startup() if self.startup is not None else None,
         }
 
     def index_of(self, event_id: str) -> int | None:

@@ -27,6 +27,7 @@ from streams.notary.log import NotaryLog, Refusal, require_log_index
 from streams.notary.restore import LogRestorer
 from streams.notary.snapshot import BackgroundSaver, SnapshotStore, snapshot_dir
 from streams.notary.topics import CHECKPOINT_TOPIC, LOG_TOPIC, ensure_notary_topics
+from streams.startup import StartupTimeline
 
 __all__ = ["NotaryService"]
 
@@ -137,12 +138,16 @@ class NotaryService:
     def run(self) -> None:
         """Restore the log, then link and log lineage until :meth:`stop`; raise
         NotaryServiceError when the notary cannot go on."""
+        startup = StartupTimeline("notary")
         try:
             if not wait_for_broker(self.settings, "notary", stop=self._stopping):
                 return  # stopped while the broker was down
+            startup.mark("broker")
             self._lock_snapshots()
             ensure_notary_topics(self.settings)
+            startup.mark("topics")
             self.loop.start()
+            startup.mark("transactions")
             if self.port >= 0:
                 self.http = NotaryHTTPServer(
                     lambda: self.log,
@@ -153,6 +158,8 @@ class NotaryService:
                     lag=GroupLag.of(self.settings, self.group_id, [self.topics["lineage"]]),
                 ).start()
             self.log = self._restore()
+            self.log.startup = startup.summary
+            startup.finish("serving")
             self.loop.subscribe(
                 [self.topics["lineage"]], on_assign=self._on_assign, on_revoke=self._on_revoke
             )

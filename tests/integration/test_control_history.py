@@ -230,6 +230,19 @@ def test_erasure_is_refused_and_a_restarted_worker_keeps_every_fact(
     first.kill()
     restarted = worker_factory(settings).start()
     state = health(restarted)
+    # where the restart's time went, from the process's creation to its first assignment
+    phases = state["startup"]["phases"]
+    assert list(phases) == [
+        "process",
+        "broker",
+        "topics",
+        "gate",
+        "host",
+        "transactions",
+        "control",
+        "deciding",
+    ]
+    assert state["startup"]["ready_after_s"] == pytest.approx(sum(phases.values()), abs=0.01)
     assert state["killswitch"]["global"] is True
     assert state["control"]["agents_by_status"]["revoked"] == 1
     assert state["control"]["agents_by_status"]["quarantined"] == 1

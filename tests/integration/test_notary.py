@@ -484,6 +484,9 @@ def test_a_restart_continues_from_the_snapshot_and_keeps_linking(settings, codec
     restored = notary.status()["restored"]
     print(f"restarted in {notary.started_in:.2f} s: {restored}")
     assert restored["from"] == "snapshot" and restored["replayed"] == 0
+    startup = notary.status()["startup"]
+    assert list(startup["phases"])[1:] == ["broker", "topics", "transactions", "serving"]
+    assert startup["ready_after_s"] == pytest.approx(sum(startup["phases"].values()), abs=0.01)
     assert notary.status()["size"] == before["size"] == 1000
     assert NotaryClient(notary.url).checkpoint() == old_note  # same size, root, signature
 

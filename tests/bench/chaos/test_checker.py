@@ -7,7 +7,7 @@ import pytest
 
 from bench.chaos.check import HARD, INVARIANTS
 from bench.chaos.plan import PlanSpec, make_plan
-from bench.chaos.recovery import Timing, worker_recovery
+from bench.chaos.recovery import Timing, phases_p50, worker_recovery
 from bench.chaos.report import figures_line
 from bench.chaos.selftest import CORRUPTIONS, consistent_dataset
 
@@ -81,3 +81,14 @@ def test_a_plan_is_seeded_and_its_episodes_do_not_overlap() -> None:
             assert 0 <= fault.at_s - down.pop(fault.target) <= 3.0
     assert not down
     assert all(30 <= f.at_s <= 300 * 0.85 + 3 for f in plan)
+
+
+def test_the_restart_phases_are_the_median_of_the_restarts_that_reported_them() -> None:
+    timelines = [
+        {"phases": {"process": 1.0, "broker": 0.1, "serving": 0.5}},
+        None,  # never became ready
+        {"phases": {"process": 3.0, "broker": 0.3, "serving": 0.7}},
+        {"phases": {"process": 2.0, "broker": 0.2, "serving": 0.6}},
+    ]
+    assert phases_p50(timelines) == {"process": 2.0, "broker": 0.2, "serving": 0.6}
+    assert phases_p50([None, None]) == {}
