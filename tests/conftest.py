@@ -14,7 +14,6 @@ import faulthandler
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -31,6 +30,7 @@ from streams import provision
 from streams.acls import ADMIN
 from streams.config import PROJECT_ROOT, Settings
 from streams.dev.localkafka import LocalKafka
+from streams.dev.ports import free_port
 from streams.operator import ensure_local_keys
 
 # TRUSTPLANE_TEST_KAFKA_DIR lets two test runs on one machine use two brokers. The secured
@@ -160,12 +160,6 @@ def role_env(settings: Settings, role: str) -> dict[str, str]:
 @pytest.fixture
 def settings(settings_factory: Callable[..., Settings]) -> Settings:
     return settings_factory()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def settings_env(settings: Settings) -> dict[str, str]:

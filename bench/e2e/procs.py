@@ -20,7 +20,6 @@ import multiprocessing
 import multiprocessing.connection
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -34,6 +33,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, Topi
 
 from processors.exceptions import TrustplaneError
 from streams.config import Settings
+from streams.dev.ports import free_port
 from streams.kafka import LOOP_PRODUCER_TUNING
 from streams.topics import MAX_MESSAGE_BYTES
 
@@ -60,12 +60,6 @@ _SPAWN = multiprocessing.get_context("spawn")
 
 class BenchError(TrustplaneError):
     """The benchmark could not run (a process did not start, outcomes went missing, …)."""
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def cpu_seconds(pid: int) -> float:

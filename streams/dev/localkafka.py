@@ -69,6 +69,7 @@ from streams import kafka
 from streams.acls import ADMIN, BROKER, SUPER_USERS
 from streams.config import PROJECT_ROOT
 from streams.credentials import CredentialStore, write_private
+from streams.dev.ports import free_ports
 from streams.dev.process import command_line, read_text, spawn_detached, stop_process, tail
 from streams.sdk.config import DEFAULT_SASL_MECHANISM, ClientConfig, Secret
 
@@ -228,15 +229,6 @@ def render_server_properties(
     lines = ["# Written by streams/dev/localkafka.py on every `up`; edits are overwritten."]
     lines += [f"{key}={value}" for key, value in settings.items()]
     return "\n".join(lines) + "\n"
-
-
-def free_ports(count: int) -> list[int]:
-    """``count`` distinct TCP ports on 127.0.0.1 that nobody listens on right now."""
-    with contextlib.ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(count)]
-        for sock in sockets:
-            sock.bind((HOST, 0))
-        return [sock.getsockname()[1] for sock in sockets]
 
 
 def port_is_free(port: int) -> bool:

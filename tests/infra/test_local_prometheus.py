@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 
 from streams.cli.main import cli
 from streams.config import Settings
-from streams.dev.localkafka import free_ports
+from streams.dev.ports import free_ports
 from streams.dev.prometheus import LocalPrometheus, PrometheusConfig, PrometheusError
 
 needs_prometheus = pytest.mark.skipif(

@@ -14,7 +14,7 @@ import pytest
 from streams import names
 from streams.config import Settings
 from streams.dev.estate import setup_estate
-from streams.dev.localkafka import free_ports
+from streams.dev.ports import free_ports
 from streams.dev.prometheus import LocalPrometheus, PrometheusConfig
 from streams.sdk.client import IntentPublisher
 from tests.integration.test_sink import running_notary

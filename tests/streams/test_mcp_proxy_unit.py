@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -23,6 +22,7 @@ from processors.exceptions import ConfigError
 from streams.cli.mcp import guard_client_config, mcp_app, read_runtime
 from streams.config import Settings
 from streams.dev.mcp_billing_server import LOG_ENV, build_server
+from streams.dev.ports import free_port
 from streams.sdk.guard import Blocked, Denied, NeedsReview, Unavailable, Unmapped, Unverified
 from streams.sdk.guard.mcp_proxy import (
     META_KEY,
@@ -352,12 +352,6 @@ class GuardByTool(FakeGuard):
         if tool == "delete_all_invoices":
             raise Unmapped("no mapping for tool 'delete_all_invoices'", tool=tool)
         return await super().arun(tool, arguments, call)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 async def wait_for_port(port: int, timeout: float = 20.0) -> None:
