@@ -327,6 +327,8 @@ def start_transactions(producer: Producer, error: type[TrustplaneError]) -> None
 
 CLOSE_REVOKE_WAIT_S = 10.0
 """How long :func:`close_consumer` polls for its partitions to be revoked."""
+CLOSE_SETTLE_S = 0.3
+"""How long :func:`close_consumer` polls with nothing assigned before it closes."""
 
 
 class GroupMember(Protocol):
@@ -341,19 +343,25 @@ class GroupMember(Protocol):
 def close_consumer(consumer: GroupMember) -> None:
     """Close a group consumer whose offsets are stored explicitly (never on poll).
 
-    The partitions are given up first (unsubscribe, then poll until the revocation has
-    run) so that ``close()`` has nothing left to revoke. When ``close()`` itself runs the
-    revocation, the rebalance callback may ask the consumer group for its protocol after
-    the group has terminated; librdkafka drops that request unanswered and the callback
-    waits forever, holding the GIL, which freezes the whole process
-    (confluentinc/librdkafka#4041). Records polled while giving up are dropped: their
-    offsets are not stored, so the group reads them again."""
+    ``close()`` must find no rebalance left to run. When it runs one itself (a revocation,
+    or an assignment still queued because the group was joining) after the consumer group
+    has terminated, the rebalance callback's request to librdkafka is dropped unanswered
+    and the callback waits forever, holding the GIL: the whole process freezes
+    (confluentinc/librdkafka#4041). So the consumer first leaves the group
+    (``unsubscribe`` returns once the group has processed it: no join goes on), then polls
+    until what was queued has run and nothing has been assigned for
+    :data:`CLOSE_SETTLE_S`. Records polled meanwhile are dropped: their offsets are not
+    stored, so the group reads them again."""
     try:
-        if consumer.assignment():
-            consumer.unsubscribe()
-            deadline = time.monotonic() + CLOSE_REVOKE_WAIT_S
-            while consumer.assignment() and time.monotonic() < deadline:
-                consumer.poll(0.05)
+        consumer.unsubscribe()
+        deadline = time.monotonic() + CLOSE_REVOKE_WAIT_S
+        settled_at = time.monotonic() + CLOSE_SETTLE_S
+        while time.monotonic() < deadline:
+            consumer.poll(0.05)
+            if consumer.assignment():
+                settled_at = time.monotonic() + CLOSE_SETTLE_S
+            elif time.monotonic() >= settled_at:
+                break
         consumer.close()
     except RuntimeError:
         pass  # already closed
