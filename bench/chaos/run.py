@@ -34,7 +34,7 @@ from bench.chaos.model import Anchors, Class, Observed, Planned
 from bench.chaos.plan import PlanSpec, make_plan, write_plan
 from bench.chaos.recovery import Timing, phases_p50, summary, worker_recovery
 from bench.chaos.report import figures_line, goals, write_report
-from bench.chaos.services import Services
+from bench.chaos.services import Service, Services
 from bench.e2e.procs import Collector, free_port
 from processors.layers.anomaly import AnomalyConfig
 from streams import provision
@@ -406,18 +406,20 @@ def _recovery(
     def restarts(name: str) -> list[float | None]:
         return [start.ready_s for start in services[name].starts[1:]]
 
-    worker_restarts = [start.startup for w in services.workers for start in w.starts[1:]]
+    def restart_phases(members: Sequence[Service]) -> dict[str, float]:
+        return phases_p50([start.startup for m in members for start in m.starts[1:]])
+
     return {
         "worker": {
             **summary(measured),
             "undisturbed": summary(alone),
             "kills": kills,
-            "restart_phases_p50": phases_p50(worker_restarts),
+            "restart_phases_p50": restart_phases(services.workers),
         },
         "notary": {
             **summary(restarts("notary")),
             "restarts_ready_s": restarts("notary"),
-            "restart_phases_p50": phases_p50([s.startup for s in services["notary"].starts[1:]]),
+            "restart_phases_p50": restart_phases([services["notary"]]),
         },
         "sink": {**summary(restarts("sink")), "restarts_ready_s": restarts("sink")},
     }

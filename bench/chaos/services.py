@@ -32,7 +32,6 @@ from streams.config import PROJECT_ROOT, Settings
 __all__ = ["Start", "Exit", "Service", "Services"]
 
 READY_POLL_S = 0.05
-STARTUP_REPORT_WAIT_S = 10.0
 
 
 def _get(url: str, timeout: float = 1.0) -> tuple[int, Any]:
@@ -59,7 +58,7 @@ class Start:
     ready_ns: int | None = None
     exit_code: int | None = None
     startup: dict[str, Any] | None = None
-    """The service's own start-up timeline (``/healthz`` ``startup``), once ready."""
+    """The service's own start-up timeline (``/healthz`` ``startup`` when it was ready)."""
 
     @property
     def ready_s(self) -> float | None:
@@ -126,23 +125,10 @@ class Service:
             status, body = _get(self.health_url, timeout=0.5)
             if self.ready(status, body):
                 start.ready_ns = time.monotonic_ns()
-                start.startup = self._startup(proc, body)
+                start.startup = body.get("startup")
                 return
             time.sleep(READY_POLL_S)
         start.exit_code = proc.poll()
-
-    def _startup(self, proc: subprocess.Popen[bytes], body: Any) -> dict[str, Any] | None:
-        """The timeline the service reports once its start is complete (the notary
-        answers a moment before it has marked the end of its start)."""
-        deadline = time.monotonic() + STARTUP_REPORT_WAIT_S
-        while True:
-            startup = body.get("startup") if isinstance(body, dict) else None
-            if isinstance(startup, dict) and startup.get("ready_after_s") is not None:
-                return startup
-            if time.monotonic() > deadline or proc.poll() is not None:
-                return None
-            time.sleep(READY_POLL_S)
-            body = _get(self.health_url, timeout=0.5)[1]
 
     def is_ready(self) -> bool:
         return self.running and bool(self.starts) and self.starts[-1].ready_ns is not None

@@ -43,11 +43,13 @@ def free_ports(count: int) -> list[int]:
             if len(ports) == count:
                 break
             port = chosen.randrange(LOWEST, low)
-            sock = held.enter_context(socket.socket())
+            sock = socket.socket()
             try:
                 sock.bind((HOST, port))
             except OSError:
+                sock.close()
                 continue
+            held.enter_context(sock)
             ports.append(port)
         if len(ports) < count:
             raise OSError(f"no {count} free ports between {LOWEST} and {low} on {HOST}")

@@ -192,8 +192,8 @@ class GateWorker:
         assigned = [*consumer.assignment(), *partitions]
         owned = {tp.partition for tp in assigned if tp.topic == intents}
         self.gate.metrics.assigned_partitions.set(len(owned))
+        self.startup.finish("deciding")  # before ready: /healthz never shows it unfinished
         self.ready.set()
-        self.startup.finish("deciding")
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("revoked %s", [p.partition for p in partitions])

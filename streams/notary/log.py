@@ -165,9 +165,9 @@ class NotaryLog:
         self.undecodable = 0
         self.unsigned = 0
         self.restored: dict[str, Any] | None = None
+        """How the service restored this log (shown in ``status``)."""
         self.startup: Callable[[], dict[str, Any]] | None = None
         """The notary's start-up timeline (:class:`streams.startup.StartupTimeline`)."""
-        """How the service restored this log (shown in ``status``)."""
         self.repeated_ids = 0
         """Events restored from a lineage-log written before the notary logged one event
         per id, whose id an earlier event has (proofs by id give the first)."""

@@ -104,6 +104,8 @@ class NotaryService:
         self._saved_at = 0.0
         self.group_id = names.notary(settings)
         self.ready = threading.Event()
+        self.startup = StartupTimeline("notary")
+        """Replaced by each :meth:`run`'s own, from where its process started."""
         self._stopping = threading.Event()
         self.log: NotaryLog | None = None
         self.http: NotaryHTTPServer | None = None
@@ -138,7 +140,7 @@ class NotaryService:
     def run(self) -> None:
         """Restore the log, then link and log lineage until :meth:`stop`; raise
         NotaryServiceError when the notary cannot go on."""
-        startup = StartupTimeline("notary")
+        startup = self.startup = StartupTimeline("notary")
         try:
             if not wait_for_broker(self.settings, "notary", stop=self._stopping):
                 return  # stopped while the broker was down
@@ -158,8 +160,6 @@ class NotaryService:
                     lag=GroupLag.of(self.settings, self.group_id, [self.topics["lineage"]]),
                 ).start()
             self.log = self._restore()
-            self.log.startup = startup.summary
-            startup.finish("serving")
             self.loop.subscribe(
                 [self.topics["lineage"]], on_assign=self._on_assign, on_revoke=self._on_revoke
             )
@@ -232,6 +232,9 @@ class NotaryService:
                 self.topics[LOG_TOPIC],
                 notary_log.repeated_ids,
             )
+        # the timeline is complete before the log answers: /healthz never shows it unfinished
+        self.startup.finish("serving")
+        notary_log.startup = self.startup.summary
         self.log = notary_log
         if restored.replayed and self.saver is not None:
             self.saver.submit(notary_log)
