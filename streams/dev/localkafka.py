@@ -70,7 +70,14 @@ from streams.acls import ADMIN, BROKER, SUPER_USERS
 from streams.config import PROJECT_ROOT
 from streams.credentials import CredentialStore, write_private
 from streams.dev.ports import free_ports
-from streams.dev.process import command_line, read_text, spawn_detached, stop_process, tail
+from streams.dev.process import (
+    command_line,
+    has_exited,
+    read_text,
+    spawn_detached,
+    stop_process,
+    tail,
+)
 from streams.sdk.config import DEFAULT_SASL_MECHANISM, ClientConfig, Secret
 
 __all__ = [
@@ -698,7 +705,7 @@ class LocalKafka:
             if not waiting:
                 break
             for node in sorted(waiting):
-                if not self._is_our_node(node, watched[node]):
+                if self._exited(node, watched[node], self.brokers):
                     log = self._log(node)
                     raise BrokerError(
                         f"the {self._name(node)} exited while starting; last lines of {log}:\n"
@@ -750,13 +757,7 @@ class LocalKafka:
     def _exited(self, node_id: int, pid: int, brokers: int) -> bool:
         """Whether the node's process is gone with its sockets closed: a dying process
         loses its command line before its file descriptors, a zombie has closed them."""
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            return True
-        state = stat.rsplit(")", 1)[-1].split()[0]
-        reused = bool(command_line(pid)) and not self._is_our_node(node_id, pid, brokers)
-        return state in ("Z", "X") or reused
+        return has_exited(pid, lambda candidate: self._is_our_node(node_id, candidate, brokers))
 
     def _is_our_broker(self, pid: int) -> bool:
         """True only for a live ``java kafka.Kafka`` started with a config of this state dir."""

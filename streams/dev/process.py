@@ -14,7 +14,7 @@ from pathlib import Path
 
 from processors.exceptions import TrustplaneError
 
-__all__ = ["command_line", "read_text", "spawn_detached", "stop_process", "tail"]
+__all__ = ["command_line", "has_exited", "read_text", "spawn_detached", "stop_process", "tail"]
 
 # Started with ``python -I -c``: starts the server in its own session and exits at once,
 # so the server is never a child of the caller (no zombie, no "still running" warning).
@@ -61,6 +61,20 @@ def command_line(pid: int) -> list[str]:
     except OSError:
         return []
     return [arg for arg in raw.decode(errors="replace").split("\0") if arg]
+
+
+def has_exited(pid: int, is_ours: Callable[[int], bool]) -> bool:
+    """Whether a server this code spawned is gone: no such process, a zombie, or its pid
+    taken by another program. One whose command line is still empty has not exited: the
+    spawn returns once ``execve`` has begun, and the kernel fills in the new command line
+    a moment later (long enough, on a loaded machine, to be read in between)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True
+    if stat.rsplit(")", 1)[-1].split()[0] in ("Z", "X"):
+        return True
+    return bool(command_line(pid)) and not is_ours(pid)
 
 
 def stop_process(

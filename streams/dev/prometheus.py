@@ -38,7 +38,14 @@ from processors.exceptions import TrustplaneError
 from streams.config import PROJECT_ROOT, Settings
 from streams.credentials import write_private
 from streams.dev.localkafka import port_is_free
-from streams.dev.process import command_line, read_text, spawn_detached, stop_process, tail
+from streams.dev.process import (
+    command_line,
+    has_exited,
+    read_text,
+    spawn_detached,
+    stop_process,
+    tail,
+)
 
 __all__ = [
     "HOST",
@@ -335,7 +342,7 @@ class LocalPrometheus:
     def _wait_ready(self, info: PrometheusInfo, started: float, timeout: float) -> PrometheusInfo:
         deadline = started + timeout
         while not _ready(info.url):
-            if not self._is_ours(info.pid):
+            if has_exited(info.pid, self._is_ours):
                 raise PrometheusError(
                     f"Prometheus exited while starting; last lines of {self.log_path}:\n"
                     f"{tail(read_text(self.log_path))}",
