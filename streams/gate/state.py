@@ -426,49 +426,65 @@ class KafkaAgentStates(AgentStates):
                 _INTEGRITY,
             )
         self.topic = settings.topic(STATE_TOPIC)
-        self._consumer = kafka.consumer(settings, names.gate_state_restore(settings))
+        self._consumer = kafka.consumer(
+            settings,
+            names.gate_state_restore(settings),
+            # the end of a partition is reported (an empty fetch answers at once), so a
+            # restore waits for no timeout: it is on the path of every takeover
+            {"enable.partition.eof": True, "fetch.wait.max.ms": 10},
+        )
 
     def restore(self, partitions: Iterable[int], timeout: float = 60.0) -> int:
-        """Rebuild the state of these partitions from the committed changelog."""
+        """Rebuild the state of these partitions from the committed changelog, reading
+        them together, each up to its end."""
         partitions = sorted(set(partitions))
         self.begin_restore(partitions)
-        count = 0
-        started = time.monotonic()
+        deadline = time.monotonic() + timeout
         try:
+            ends = {}
             for partition in partitions:
-                count += self._restore_partition(partition, started, timeout)
+                tp = TopicPartition(self.topic, partition)
+                low, high = self._consumer.get_watermark_offsets(tp, timeout=timeout)
+                if high > low:
+                    ends[partition] = (low, high)
+            return self._read_to_ends(ends, deadline, timeout)
         finally:
             self.end_restore()
             self._consumer.unassign()
-        return count
 
-    def _restore_partition(self, partition: int, started: float, timeout: float) -> int:
-        tp = TopicPartition(self.topic, partition)
-        low, high = self._consumer.get_watermark_offsets(tp, timeout=timeout)
-        if high <= low:
+    def _read_to_ends(
+        self, ends: dict[int, tuple[int, int]], deadline: float, timeout: float
+    ) -> int:
+        """Apply every record of the partitions in ``ends`` (partition -> (low, high))."""
+        if not ends:
             return 0
-        self._consumer.assign([TopicPartition(self.topic, partition, low)])
-        count, position, idle = 0, low, 0
-        # the end may be a commit/abort marker, never delivered: stop when idle
-        while position < high and idle < 2:
-            if time.monotonic() - started > timeout:
-                raise StateError(f"restoring {self.topic}/{partition} took over {timeout} s")
-            message = self._consumer.poll(0.5)
+        self._consumer.assign([TopicPartition(self.topic, p, low) for p, (low, _) in ends.items()])
+        pending, count = set(ends), 0
+        while pending:
+            if time.monotonic() > deadline:
+                raise StateError(
+                    f"restoring {self.topic} partitions {sorted(pending)} took over {timeout} s"
+                )
+            message = self._consumer.poll(0.1)
             if message is None:
-                (now_at,) = self._consumer.position([TopicPartition(self.topic, partition)])
-                position = max(position, now_at.offset)
-                idle += 1
+                # the end may be a commit marker, never delivered: the position passes it
+                positions = self._consumer.position(
+                    [TopicPartition(self.topic, p) for p in sorted(pending)]
+                )
+                pending -= {tp.partition for tp in positions if tp.offset >= ends[tp.partition][1]}
                 continue
-            idle = 0
+            partition = message.partition() or 0
             error = message.error()
             if error is not None:
                 if error.code() != KafkaError._PARTITION_EOF:
                     raise StateError(f"restoring {self.topic}/{partition}: {error.str()}")
-                break
+                pending.discard(partition)
+                continue
             offset = message.offset() or 0
-            position = offset + 1
             self.restore_record(partition, message.key(), message.value(), offset)
             count += 1
+            if offset + 1 >= ends[partition][1]:
+                pending.discard(partition)
         return count
 
     def changes(self) -> list[Record]:
