@@ -84,6 +84,11 @@ def parser() -> argparse.ArgumentParser:
         help="Kafka users' passwords for --bootstrap (default TRUSTPLANE_KAFKA_CREDENTIALS_DIR)",
     )
     p.add_argument("--anomaly-config", type=Path, help="the workers' anomaly thresholds")
+    p.add_argument(
+        "--no-standby",
+        action="store_true",
+        help="no warm standby per worker id: a killed worker is only restarted",
+    )
     p.add_argument("--drain", type=float, help="seconds to wait for outcomes, notary, sink")
     return p
 
@@ -101,6 +106,8 @@ def config_from(args: argparse.Namespace) -> ChaosConfig:
             values[name] = value
     if args.keep_broker:
         values["keep_broker"] = True
+    if args.no_standby:
+        values["standby"] = False
     if args.drain is not None:
         values["drain_s"] = args.drain
     if args.bootstrap:

@@ -23,6 +23,9 @@ class ChaosConfig:
     agents: int = 200
     """Agents of the good class (the benchmark's estate)."""
     workers: int = 3
+    standby: bool = True
+    """Each worker id runs a second, warm process that takes over when the first ends
+    (:mod:`streams.gate.standby`); without it, a killed worker is only restarted."""
     brokers: int = 3
     partitions: int = 6
     seed: int = 1

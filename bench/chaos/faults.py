@@ -65,7 +65,7 @@ class FaultRunner(threading.Thread):
         )
 
     def _service(self, fault: Fault, at_ns: int) -> str:
-        service = self.services[fault.target]
+        service = self.services.resolve(fault.target, fault.action)
         if fault.action == "restart":
             if service.running:
                 return "already running"

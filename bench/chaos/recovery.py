@@ -23,7 +23,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Timing", "worker_recovery", "summary", "phases_p50"]
+__all__ = ["Timing", "worker_recovery", "summary", "phases_p50", "phases_after"]
 
 
 @dataclass(frozen=True)
@@ -79,3 +79,13 @@ def phases_p50(timelines: Sequence[Mapping[str, Any] | None]) -> dict[str, float
         for name, seconds in ((timeline or {}).get("phases") or {}).items():
             samples.setdefault(name, []).append(float(seconds))
     return {name: round(statistics.median(values), 3) for name, values in samples.items()}
+
+
+def phases_after(timeline: Mapping[str, Any] | None, phase: str) -> dict[str, Any] | None:
+    """The timeline with only the phases that follow ``phase`` (None without it): what
+    a standby did once it took over."""
+    phases = dict((timeline or {}).get("phases") or {})
+    if phase not in phases:
+        return None
+    names = list(phases)
+    return {"phases": {name: phases[name] for name in names[names.index(phase) + 1 :]}}

@@ -32,7 +32,7 @@ from bench.chaos.live import Arrivals, Reviewer
 from bench.chaos.load import ChaosWorkload, PublishLoop, build_workload
 from bench.chaos.model import Anchors, Class, Observed, Planned
 from bench.chaos.plan import PlanSpec, make_plan, write_plan
-from bench.chaos.recovery import Timing, phases_p50, summary, worker_recovery
+from bench.chaos.recovery import Timing, phases_after, phases_p50, summary, worker_recovery
 from bench.chaos.report import figures_line, goals, write_report
 from bench.chaos.services import Service, Services
 from bench.e2e.procs import Collector, free_port
@@ -176,7 +176,7 @@ def run_chaos(
         commands = workload.register(settings)
         log(f"registered {len(workload.registered)} agents ({commands} control commands)")
 
-        services = Services(settings, config.workers, run_dir)
+        services = Services(settings, config.workers, run_dir, standby=config.standby)
         services.start_all(log)
         anchors = Anchors(
             json.loads(gate_jwks_path(settings).read_text()),
@@ -289,6 +289,13 @@ def run_chaos(
             if phases:
                 spent = ", ".join(f"{phase} {seconds:.2f}" for phase, seconds in phases.items())
                 log(f"{name} restarts, median seconds per start-up phase: {spent}")
+        if recovery["worker"]["takeovers"]:
+            taken = recovery["worker"]["takeover_phases_p50"]
+            spent = ", ".join(f"{phase} {seconds:.2f}" for phase, seconds in taken.items())
+            log(
+                f"worker takeovers by a standby: {recovery['worker']['takeovers']}, "
+                f"median seconds per phase after taking the lock: {spent}"
+            )
         crashes = [
             {
                 "service": e.name,
@@ -409,12 +416,18 @@ def _recovery(
     def restart_phases(members: Sequence[Service]) -> dict[str, float]:
         return phases_p50([start.startup for m in members for start in m.starts[1:]])
 
+    takeovers = [
+        start.startup for m in services.workers for start in m.starts if start.took_over_ns
+    ]
+
     return {
         "worker": {
             **summary(measured),
             "undisturbed": summary(alone),
             "kills": kills,
             "restart_phases_p50": restart_phases(services.workers),
+            "takeovers": len(takeovers),
+            "takeover_phases_p50": phases_p50([phases_after(t, "standby") for t in takeovers]),
         },
         "notary": {
             **summary(restarts("notary")),

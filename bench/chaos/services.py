@@ -32,6 +32,7 @@ from streams.config import PROJECT_ROOT, Settings
 __all__ = ["Start", "Exit", "Service", "Services"]
 
 READY_POLL_S = 0.05
+STANDBY_POLL_S = 0.25
 
 
 def _get(url: str, timeout: float = 1.0) -> tuple[int, Any]:
@@ -58,7 +59,10 @@ class Start:
     ready_ns: int | None = None
     exit_code: int | None = None
     startup: dict[str, Any] | None = None
-    """The service's own start-up timeline (``/healthz`` ``startup`` when it was ready)."""
+    """The service's own start-up timeline (``/healthz`` ``startup`` when it was ready;
+    for a standby, when it took over)."""
+    took_over_ns: int | None = None
+    """A standby: when it was seen deciding (polled every :data:`STANDBY_POLL_S`)."""
 
     @property
     def ready_s(self) -> float | None:
@@ -89,6 +93,9 @@ class Service:
     cwd: Path = PROJECT_ROOT
     proc: subprocess.Popen[bytes] | None = None
     starts: list[Start] = field(default_factory=list)
+    role: str = ""
+    """The plan's name for what this process is (``worker-1`` for both processes of a
+    worker id and its standby); its own name when empty."""
     paused: bool = False
     held_down: bool = False
     """Killed by the plan, waiting for the plan's restart (the supervisor leaves it)."""
@@ -126,9 +133,20 @@ class Service:
             if self.ready(status, body):
                 start.ready_ns = time.monotonic_ns()
                 start.startup = body.get("startup")
+                if body.get("standby"):
+                    self._watch_standby(proc, start)
                 return
             time.sleep(READY_POLL_S)
         start.exit_code = proc.poll()
+
+    def _watch_standby(self, proc: subprocess.Popen[bytes], start: Start) -> None:
+        while proc.poll() is None:
+            status, body = _get(self.health_url, timeout=0.5)
+            if _ready_flag(status, body) and not body.get("standby"):
+                start.took_over_ns = time.monotonic_ns()
+                start.startup = body.get("startup")
+                return
+            time.sleep(STANDBY_POLL_S)
 
     def is_ready(self) -> bool:
         return self.running and bool(self.starts) and self.starts[-1].ready_ns is not None
@@ -183,8 +201,19 @@ class Service:
             return "(no log)"
 
 
+def _deciding(service: Service) -> bool:
+    status, body = _get(service.health_url)
+    return _ready_flag(status, body) and not body.get("standby")
+
+
 def _ready_flag(status: int, body: Any) -> bool:
     return status == 200 and isinstance(body, dict) and bool(body.get("ready"))
+
+
+def _deciding_or_standing_by(status: int, body: Any) -> bool:
+    return _ready_flag(status, body) or (
+        status == 200 and isinstance(body, dict) and bool(body.get("standby"))
+    )
 
 
 def _answers(status: int, body: Any) -> bool:
@@ -194,7 +223,12 @@ def _answers(status: int, body: Any) -> bool:
 class Services:
     """The run's workers, sink and notary, by plan target name (``worker-1``, ``sink``, ...)."""
 
-    def __init__(self, settings: Settings, workers: int, run_dir: Path) -> None:
+    def __init__(
+        self, settings: Settings, workers: int, run_dir: Path, *, standby: bool = False
+    ) -> None:
+        """``standby``: each worker id runs two processes, ``worker-Na`` and ``worker-Nb``:
+        one decides, the other stands by (see :mod:`streams.gate.standby`); the plan's
+        ``worker-N`` is the one deciding when it is killed or stopped."""
         self.settings = settings
         self.run_dir = run_dir
         self.by_name: dict[str, Service] = {}
@@ -217,18 +251,20 @@ class Services:
         for n in range(1, workers + 1):
             worker_id = f"{settings.group_id}-w{n}"
             self.worker_ids[f"worker-{n}"] = worker_id
-            port = free_port()
-            self._add(
-                Service(
-                    f"worker-{n}",
-                    ["worker"],
-                    env(worker_id, port, "gate"),
-                    run_dir / "logs" / f"worker-{n}.log",
-                    f"http://127.0.0.1:{port}/healthz",
-                    _ready_flag,
-                    cwd=run_dir / worker_id,  # Faust writes its <app>-data folder here
+            for name in (f"worker-{n}a", f"worker-{n}b") if standby else (f"worker-{n}",):
+                port = free_port()
+                self._add(
+                    Service(
+                        name,
+                        ["worker"],
+                        env(worker_id, port, "gate"),
+                        run_dir / "logs" / f"{name}.log",
+                        f"http://127.0.0.1:{port}/healthz",
+                        _deciding_or_standing_by if standby else _ready_flag,
+                        cwd=run_dir / name,  # Faust writes its <app>-data folder here
+                        role=f"worker-{n}",
+                    )
                 )
-            )
         sink_port = settings.sink_http_port
         self._add(
             Service(
@@ -259,15 +295,37 @@ class Services:
 
     @property
     def workers(self) -> list[Service]:
-        return [s for name, s in self.by_name.items() if name.startswith("worker-")]
+        return [s for s in self.by_name.values() if s.role.startswith("worker-")]
+
+    def resolve(self, target: str, action: str) -> Service:
+        """The process the plan's ``action`` on ``target`` applies to: of a worker id's
+        two processes, a kill or a stop hits the deciding one, a restart the one that is
+        down, a continue the stopped one."""
+        members = [s for s in self.by_name.values() if (s.role or s.name) == target]
+        if len(members) == 1:
+            return members[0]
+        if not members:
+            raise ChaosError(f"no service {target!r}")
+        if action == "restart":
+            chosen = [s for s in members if not s.running]
+        elif action == "cont":
+            chosen = [s for s in members if s.paused]
+        else:
+            chosen = [s for s in members if s.running and not s.paused and _deciding(s)]
+        return (chosen or members)[0]
 
     def start_all(self, log: Callable[[str], None], timeout: float = 180.0) -> None:
-        for service in self.by_name.values():
-            service.start()
-        for service in self.by_name.values():
-            service.wait_ready(timeout)
-            ready = service.starts[-1].ready_s or 0.0
-            log(f"{service.name} ready in {ready:.1f} s (pid {service.pid}, {service.log_path})")
+        """Start every service; a worker id's second process once its first decides."""
+        first = [s for s in self.by_name.values() if not (s.role and s.name == f"{s.role}b")]
+        for batch in (first, [s for s in self.by_name.values() if s not in first]):
+            for service in batch:
+                service.start()
+            for service in batch:
+                service.wait_ready(timeout)
+                ready = service.starts[-1].ready_s or 0.0
+                log(
+                    f"{service.name} ready in {ready:.1f} s (pid {service.pid}, {service.log_path})"
+                )
 
     def owned_partitions(self, worker: str, timeout: float = 2.0) -> list[int] | None:
         """The ``intents`` partitions the gate group assigns to ``worker`` now (by its

@@ -122,13 +122,21 @@ def worker(
     ctx: typer.Context,
     worker_id: Annotated[
         str | None,
-        typer.Option(help="Stable worker name (default: host name); unique per live worker."),
+        typer.Option(
+            help="Stable worker name (default: host name). A second worker with the same "
+            "name and state folder stands by and takes over when the first one ends."
+        ),
     ] = None,
 ) -> None:
     """Run a gate worker: intents -> authorization -> enforcement -> outcome + lineage.
 
     Creates missing topics, then decides each intent exactly once (Kafka transactions).
     Serves /metrics and /healthz on TRUSTPLANE_WEB_PORT (6066). Stop with Ctrl-C.
+
+    Warm standby: start a second worker with the same worker id and state folder
+    (TRUSTPLANE_STATE_DIR) and its own TRUSTPLANE_WEB_PORT. It loads everything, follows
+    the control topic and decides nothing (/healthz says "standby": true) until the
+    first one ends, a crash included; then it takes over within about a second.
     """
     import faust
 

@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import os
+import shutil
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -30,6 +31,7 @@ from streams.brokerwait import wait_for_broker
 from streams.config import Settings
 from streams.gate.control import ControlFollower
 from streams.gate.metrics import GateHealth, GateMetrics, GroupLag
+from streams.gate.standby import WorkerLock
 from streams.gate.state import KafkaAgentStates
 from streams.gate.wiring import GateParts, build_gate
 from streams.gate.worker import GateWorker
@@ -239,6 +241,17 @@ def _signing_key_since(parts: GateParts, keys_dir: Path) -> tuple[str, float] | 
     return (kid, since) if since > 0 else None
 
 
+def _spill_dir(settings: Settings) -> Path:
+    """This process's RocksDB cache of agent state: one per process, since a standby of
+    the same worker id runs beside the deciding one; those of ended processes are removed."""
+    parent = settings.state_dir / "gate-state" / settings.resolved_worker_id()
+    for stale in parent.glob("pid-*") if parent.is_dir() else ():
+        pid = stale.name.removeprefix("pid-")
+        if pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(stale, ignore_errors=True)
+    return parent / f"pid-{os.getpid()}"
+
+
 def create_app(settings: Settings) -> faust.App:
     settings = settings.for_role("gate")  # its Kafka principal, unless one is configured
     startup = StartupTimeline("worker")
@@ -248,9 +261,7 @@ def create_app(settings: Settings) -> faust.App:
     startup.mark("topics")
     metrics = GateMetrics()
     parts = build_gate(settings, metrics)
-    spill = None
-    if settings.state_store == "rocksdb":
-        spill = settings.state_dir / "gate-state" / settings.resolved_worker_id()
+    spill = _spill_dir(settings) if settings.state_store == "rocksdb" else None
     states = KafkaAgentStates(
         settings,
         list(parts.gate.states.layers.values()),
@@ -264,7 +275,14 @@ def create_app(settings: Settings) -> faust.App:
         parts.control,
         on_result=_control_lineage(parts, metrics),
     )
-    worker = GateWorker(settings, parts.gate, control=follower, states=states, startup=startup)
+    worker = GateWorker(
+        settings,
+        parts.gate,
+        control=follower,
+        states=states,
+        startup=startup,
+        lock=WorkerLock(settings.state_dir, settings.resolved_worker_id()),
+    )
     startup.mark("gate")
     metrics.watch(
         _gate_health(parts, worker, settings.resolved_signing_keys_dir),
@@ -313,6 +331,7 @@ def create_app(settings: Settings) -> faust.App:
         body = {
             "worker": worker.worker_id,
             "ready": worker.ready.is_set(),
+            "standby": worker.standing_by,
             "processed": worker.processed,
             "startup": startup.summary(),
             "control": parts.control.snapshot_summary(),

@@ -29,6 +29,7 @@ from streams import kafka, names
 from streams.config import Settings
 from streams.gate.control import ControlFollower
 from streams.gate.gate import Gate, Output
+from streams.gate.standby import WorkerLock
 from streams.gate.state import KafkaAgentStates
 from streams.kafka import FirstThenReady, Record, TransactionalLoop
 from streams.startup import StartupTimeline
@@ -55,8 +56,13 @@ class GateWorker:
         states: KafkaAgentStates | None = None,
         on_batch: Callable[[int], None] | None = None,
         startup: StartupTimeline | None = None,
+        lock: WorkerLock | None = None,
     ) -> None:
+        """``lock``: the worker id's lock on this host (see :mod:`streams.gate.standby`);
+        while another process holds it, :meth:`run` stands by."""
         self.settings = settings
+        self.lock = lock
+        self.standing_by = False
         self.startup = startup or StartupTimeline("worker")
         self.gate = gate
         self.control = control
@@ -107,12 +113,41 @@ class GateWorker:
     def run(self) -> None:
         """Run until :meth:`stop`; raise WorkerError when the worker cannot go on."""
         self.startup.mark("host")
-        self.loop.start()
-        self.startup.mark("transactions")
-        if self.control is not None:
-            applied = self.control.catch_up()
-            log.info("control state rebuilt from %d records", applied)
-            self.startup.mark("control")
+        try:
+            if self.control is not None:
+                applied = self.control.catch_up()
+                log.info("control state rebuilt from %d records", applied)
+                self.startup.mark("control")
+            if not self._take_the_lock():
+                return
+            self.loop.start()
+            self.startup.mark("transactions")
+            self._subscribe_and_run()
+        finally:
+            self.close()
+
+    def _take_the_lock(self) -> bool:
+        """Hold the worker id's lock, standing by (following the control topic) while
+        another process of this host decides for it; False when stopped meanwhile."""
+        if self.lock is None or self.lock.try_acquire():
+            return True
+        self.standing_by = True
+        log.warning(
+            "worker id %s is deciding in process %s: this process stands by and takes "
+            "over when that one ends (lock %s)",
+            self.worker_id,
+            self.lock.holder() or "(unknown)",
+            self.lock.path,
+        )
+        between = self.control.poll if self.control is not None else self.loop.wait
+        if not self.lock.wait(lambda: self.loop.stopping, between):
+            return False
+        self.standing_by = False
+        self.startup.mark("standby")
+        log.warning("worker id %s: taking over (lock %s)", self.worker_id, self.lock.path)
+        return True
+
+    def _subscribe_and_run(self) -> None:
         # outcomes are keyed by agent id like intents: partition p of both lands on the
         # same worker, which holds that agent's ledger of issued approvals
         self.loop.subscribe(
@@ -120,16 +155,15 @@ class GateWorker:
             on_assign=self._on_assign,
             on_revoke=self._on_revoke,
         )
-        try:
-            self.loop.run()
-        finally:
-            self.close()
+        self.loop.run()
 
     def close(self) -> None:
         self.loop.close()
         for part in (self.control, self.states):
             if part is not None:
                 part.close()
+        if self.lock is not None:
+            self.lock.release()  # after the transactions: a standby takes over from here
 
     # -- the loop's hooks -----------------------------------------------------
 

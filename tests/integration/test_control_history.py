@@ -238,8 +238,8 @@ def test_erasure_is_refused_and_a_restarted_worker_keeps_every_fact(
         "topics",
         "gate",
         "host",
-        "transactions",
         "control",
+        "transactions",
         "deciding",
     ]
     assert state["startup"]["ready_after_s"] == pytest.approx(sum(phases.values()), abs=0.01)

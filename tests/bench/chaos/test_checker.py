@@ -7,7 +7,7 @@ import pytest
 
 from bench.chaos.check import HARD, INVARIANTS
 from bench.chaos.plan import PlanSpec, make_plan
-from bench.chaos.recovery import Timing, phases_p50, worker_recovery
+from bench.chaos.recovery import Timing, phases_after, phases_p50, worker_recovery
 from bench.chaos.report import figures_line
 from bench.chaos.selftest import CORRUPTIONS, consistent_dataset
 
@@ -92,3 +92,19 @@ def test_the_restart_phases_are_the_median_of_the_restarts_that_reported_them() 
     ]
     assert phases_p50(timelines) == {"process": 2.0, "broker": 0.2, "serving": 0.6}
     assert phases_p50([None, None]) == {}
+
+
+def test_a_takeover_counts_only_the_phases_after_the_standby_wait() -> None:
+    timeline = {
+        "phases": {
+            "process": 1.6,
+            "host": 1.2,
+            "control": 0.2,
+            "standby": 30.0,
+            "transactions": 0.1,
+            "deciding": 0.2,
+        }
+    }
+    assert phases_after(timeline, "standby") == {"phases": {"transactions": 0.1, "deciding": 0.2}}
+    assert phases_after({"phases": {"process": 1.6, "deciding": 0.2}}, "standby") is None
+    assert phases_after(None, "standby") is None
