@@ -12,11 +12,13 @@ from typing import Any
 
 from bench.chaos.cluster import Cluster
 from bench.chaos.plan import Fault
-from bench.chaos.services import Services
+from bench.chaos.services import Services, health_status
 
 __all__ = ["FaultRunner"]
 
 Log = Callable[[str], None]
+
+SERVED_POLL_S = 0.05
 
 
 class FaultRunner(threading.Thread):
@@ -34,6 +36,9 @@ class FaultRunner(threading.Thread):
         self.executed: list[dict[str, Any]] = []
         self.worker_kills: list[tuple[str, int, list[int] | None]] = []
         """(target, when, the intents partitions it owned) of each worker SIGKILL."""
+        self.notary_outages: list[list[int | None]] = []
+        """[when it was killed, when /healthz answered 200 again (None: never)] of each
+        notary SIGKILL, whichever process then answered (the standby, or the restart)."""
         self.stopping = threading.Event()
         self._restarts: list[threading.Thread] = []
 
@@ -87,11 +92,25 @@ class FaultRunner(threading.Thread):
         if fault.action == "kill":
             service.held_down = True
             service.signal(signal.SIGKILL)
+            if service.role == "notary":
+                outage: list[int | None] = [at_ns, None]
+                self.notary_outages.append(outage)
+                threading.Thread(
+                    target=self._until_served, args=(service.health_url, outage), daemon=True
+                ).start()
         elif fault.action == "stop":
             service.signal(signal.SIGSTOP)
         elif fault.action == "cont":
             service.signal(signal.SIGCONT)
         return f"pid {pid}"
+
+    def _until_served(self, url: str, outage: list[int | None], timeout: float = 300) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not self.stopping.is_set():
+            if health_status(url) == 200:
+                outage[1] = time.monotonic_ns()
+                return
+            time.sleep(SERVED_POLL_S)
 
     def _broker(self, fault: Fault, node: int, entry: dict[str, Any]) -> str:
         if node not in self.cluster.nodes:

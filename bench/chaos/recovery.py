@@ -12,8 +12,10 @@ includes the planned restart delay (0-3 s) and any rebalance. A worker that owne
 partition has no recovery to measure; a partition whose first pending intent never got
 an outcome makes it ``None`` (never).
 
-**Notary recovery** of a restart: from spawning the process to its ``/healthz``
-answering 200 (it answers 503 while it restores its log), polled every 50 ms.
+**Notary recovery** of a SIGKILL: from the kill to its ``/healthz`` answering 200 again
+(it answers 503 while it restores its log), polled every 50 ms, whichever process
+answers: the warm standby that took over, or (without one) the restarted process, the
+planned restart delay included.
 """
 
 from __future__ import annotations

@@ -255,7 +255,7 @@ def run_chaos(
         services.stop([s.name for s in services.workers])
         lineage_ids = read_lineage_ids(settings)
         distinct = len(set(lineage_ids))
-        notary = services["notary"]
+        notary = services.members("notary")[0]  # /healthz answers for whichever one serves
         notary_size = _Steady()
 
         def logged() -> tuple[bool, str]:
@@ -268,7 +268,7 @@ def run_chaos(
             )
 
         _wait("notary", logged, config.drain_s, log)
-        services.stop(["notary"])
+        services.stop([s.name for s in services.members("notary")])
         observed = read_observed(settings, lineage_ids, log)
         expected = kafka_counts(observed)
         sink_rows = _Steady()
@@ -410,8 +410,10 @@ def _recovery(
             if not disturbed:
                 alone.append(seconds)
 
-    def restarts(name: str) -> list[float | None]:
-        return [start.ready_s for start in services[name].starts[1:]]
+    def restarts(member: Service) -> list[float | None]:
+        return [start.ready_s for start in member.starts[1:]]
+
+    outages = [(start, end) for start, end in faults.notary_outages if start is not None]
 
     def restart_phases(members: Sequence[Service]) -> dict[str, float]:
         return phases_p50([start.startup for m in members for start in m.starts[1:]])
@@ -430,9 +432,12 @@ def _recovery(
             "takeover_phases_p50": phases_p50([phases_after(t, "standby") for t in takeovers]),
         },
         "notary": {
-            **summary(restarts("notary")),
-            "restarts_ready_s": restarts("notary"),
-            "restart_phases_p50": restart_phases([services["notary"]]),
+            **summary([None if end is None else (end - start) / 1e9 for start, end in outages]),
+            "restarts_ready_s": [s for m in services.members("notary") for s in restarts(m)],
+            "restart_phases_p50": restart_phases(services.members("notary")),
         },
-        "sink": {**summary(restarts("sink")), "restarts_ready_s": restarts("sink")},
+        "sink": {
+            **summary(restarts(services["sink"])),
+            "restarts_ready_s": restarts(services["sink"]),
+        },
     }

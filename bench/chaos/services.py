@@ -29,7 +29,7 @@ from bench.e2e.procs import WorkerProcesses, free_port
 from streams import kafka, names
 from streams.config import PROJECT_ROOT, Settings
 
-__all__ = ["Start", "Exit", "Service", "Services"]
+__all__ = ["Start", "Exit", "Service", "Services", "health_status"]
 
 READY_POLL_S = 0.05
 STANDBY_POLL_S = 0.25
@@ -49,6 +49,11 @@ def _get(url: str, timeout: float = 1.0) -> tuple[int, Any]:
         return status, json.loads(raw)
     except ValueError:
         return status, None
+
+
+def health_status(url: str) -> int:
+    """The HTTP status of ``url`` (0 when nothing answers)."""
+    return _get(url, timeout=0.5)[0]
 
 
 @dataclass
@@ -96,6 +101,14 @@ class Service:
     role: str = ""
     """The plan's name for what this process is (``worker-1`` for both processes of a
     worker id and its standby); its own name when empty."""
+    second: bool = False
+    """Started once the first process of its role is up (it stands by)."""
+    standby_line: str = ""
+    """What its log says when it stands by (a standby notary serves no HTTP)..."""
+    takeover_line: str = ""
+    """... and when it takes over."""
+    log_offset: int = 0
+    """The size of its log when it was last started: what follows is this start's."""
     paused: bool = False
     held_down: bool = False
     """Killed by the plan, waiting for the plan's restart (the supervisor leaves it)."""
@@ -115,6 +128,7 @@ class Service:
         self.cwd.mkdir(parents=True, exist_ok=True)
         command = [str(Path(sys.executable).parent / "trustplane"), *self.args]
         started = Start(time.monotonic_ns())
+        self.log_offset = self._log_size()
         with open(self.log_path, "ab") as log:  # the child keeps its own descriptor
             self.proc = subprocess.Popen(  # noqa: S603 - our own console script
                 command, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=self.cwd
@@ -129,6 +143,9 @@ class Service:
     def _watch(self, proc: subprocess.Popen[bytes], start: Start, timeout: float = 300) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and proc.poll() is None:
+            if self.standing_by():
+                start.ready_ns = time.monotonic_ns()
+                return
             status, body = _get(self.health_url, timeout=0.5)
             if self.ready(status, body):
                 start.ready_ns = time.monotonic_ns()
@@ -147,6 +164,27 @@ class Service:
                 start.startup = body.get("startup")
                 return
             time.sleep(STANDBY_POLL_S)
+
+    def standing_by(self) -> bool:
+        """Whether this start's log says it stands by and not (yet) that it took over."""
+        if not self.standby_line:
+            return False
+        logged = self._log_since(self.log_offset)
+        return self.standby_line in logged and self.takeover_line not in logged
+
+    def _log_size(self) -> int:
+        try:
+            return self.log_path.stat().st_size
+        except OSError:
+            return 0
+
+    def _log_since(self, offset: int) -> str:
+        try:
+            with open(self.log_path, "rb") as log:
+                log.seek(offset)
+                return log.read().decode(errors="replace")
+        except OSError:
+            return ""
 
     def is_ready(self) -> bool:
         return self.running and bool(self.starts) and self.starts[-1].ready_ns is not None
@@ -263,6 +301,7 @@ class Services:
                         _deciding_or_standing_by if standby else _ready_flag,
                         cwd=run_dir / name,  # Faust writes its <app>-data folder here
                         role=f"worker-{n}",
+                        second=name.endswith("b"),
                     )
                 )
         sink_port = settings.sink_http_port
@@ -276,16 +315,22 @@ class Services:
                 _ready_flag,
             )
         )
-        self._add(
-            Service(
-                "notary",
-                ["notary", "--create-key"],
-                env(f"{settings.group_id}-notary", 0, "notary"),
-                run_dir / "logs" / "notary.log",
-                f"http://127.0.0.1:{settings.notary_port}/healthz",
-                _answers,  # 503 while it restores its log
+        for name in ("notary-a", "notary-b") if standby else ("notary",):
+            self._add(
+                Service(
+                    name,
+                    ["notary", "--create-key"],
+                    env(f"{settings.group_id}-notary", 0, "notary"),
+                    run_dir / "logs" / f"{name}.log",
+                    f"http://127.0.0.1:{settings.notary_port}/healthz",
+                    _answers,  # 503 while it restores its log
+                    role="notary",
+                    second=name == "notary-b",
+                    # the one that stands by serves nothing: its log says it waits
+                    standby_line="stands by" if standby else "",
+                    takeover_line="taking over",
+                )
             )
-        )
 
     def _add(self, service: Service) -> None:
         self.by_name[service.name] = service
@@ -311,12 +356,22 @@ class Services:
         elif action == "cont":
             chosen = [s for s in members if s.paused]
         else:
-            chosen = [s for s in members if s.running and not s.paused and _deciding(s)]
+            chosen = [s for s in members if s.running and not s.paused and self._deciding(s)]
         return (chosen or members)[0]
+
+    def members(self, role: str) -> list[Service]:
+        """Every process of ``role`` (a worker id's or the notary's two, or the one)."""
+        return [s for s in self.by_name.values() if (s.role or s.name) == role]
+
+    def _deciding(self, service: Service) -> bool:
+        """Whether ``service`` is the one of its role at work, not the standby."""
+        if service.standby_line:
+            return not service.standing_by()
+        return _deciding(service)
 
     def start_all(self, log: Callable[[str], None], timeout: float = 180.0) -> None:
         """Start every service; a worker id's second process once its first decides."""
-        first = [s for s in self.by_name.values() if not (s.role and s.name == f"{s.role}b")]
+        first = [s for s in self.by_name.values() if not s.second]
         for batch in (first, [s for s in self.by_name.values() if s not in first]):
             for service in batch:
                 service.start()

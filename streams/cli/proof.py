@@ -527,6 +527,9 @@ def notary_command(
     Reads every partition of `lineage`, writes the linked events to `lineage-log` and
     signed checkpoints to `checkpoints` (exactly once), and answers proof requests on
     http://127.0.0.1:6068. Run one per log. Stop with Ctrl-C.
+
+    Warm standby: a second notary of the same log on the same host (same state folder)
+    waits, serving nothing, and takes over within about a second when the first ends.
     """
     from streams.notary import NotaryService, notary_vkey_path
 

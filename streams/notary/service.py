@@ -34,6 +34,10 @@ __all__ = ["NotaryService"]
 log = logging.getLogger(__name__)
 
 
+STANDBY_POLL_S = 0.1
+"""How often a standby notary tries the snapshot folder's lock."""
+
+
 def _monotonic_ms() -> int:
     return time.monotonic_ns() // 1_000_000
 
@@ -107,6 +111,7 @@ class NotaryService:
         self.startup = StartupTimeline("notary")
         """Replaced by each :meth:`run`'s own, from where its process started."""
         self._stopping = threading.Event()
+        self.standing_by = False
         self.log: NotaryLog | None = None
         self.http: NotaryHTTPServer | None = None
         self.committed_transactions = 0
@@ -145,9 +150,10 @@ class NotaryService:
             if not wait_for_broker(self.settings, "notary", stop=self._stopping):
                 return  # stopped while the broker was down
             startup.mark("broker")
-            self._lock_snapshots()
             ensure_notary_topics(self.settings)
             startup.mark("topics")
+            if not self._lock_snapshots():
+                return  # stopped while standing by
             self.loop.start()
             startup.mark("transactions")
             if self.port >= 0:
@@ -242,23 +248,38 @@ class NotaryService:
 
     # -- the snapshot ----------------------------------------------------------------
 
-    def _lock_snapshots(self) -> None:
+    def _lock_snapshots(self) -> bool:
+        """Hold the snapshot folder's lock. While another notary of this log holds it
+        (a second ``trustplane notary`` on this host: a warm standby), wait for it to end,
+        a crash included, then take over; False when stopped meanwhile."""
         if self.snapshots is None:
-            return
+            return True
         try:
             locked = self.snapshots.lock()
         except SnapshotError as exc:
             log.warning("%s", exc.diagnostics())
-            locked = False
-        if not locked:
             log.warning(
-                "the notary keeps no snapshot in %s (another process holds it, or it cannot "
-                "be written): it replays all of lineage-log at each start",
+                "the notary keeps no snapshot in %s (it cannot be written): it replays all "
+                "of lineage-log at each start",
                 self.snapshots.directory,
             )
             self.snapshots = None
-            return
+            return True
+        if not locked:
+            self.standing_by = True
+            log.warning(
+                "another notary of this log runs on this host (it holds %s): this process "
+                "stands by and takes over when that one ends",
+                self.snapshots.directory / "lock",
+            )
+            while not self.snapshots.lock():
+                if self._stopping.wait(STANDBY_POLL_S):
+                    return False
+            self.standing_by = False
+            self.startup.mark("standby")
+            log.warning("notary %s: taking over", self.origin)
         self.saver = BackgroundSaver(self.snapshots)
+        return True
 
     def _save_snapshot(self) -> None:
         """Have the committed state saved if a save is due (on the saver's thread)."""

@@ -623,3 +623,39 @@ def test_a_snapshot_ahead_of_the_topics_is_refused(settings, codec, caplog):
     assert notary.status()["restored"]["from"] == "snapshot"
     assert notary.status()["size"] == 30
     notary.stop()
+
+
+# -- a warm standby -----------------------------------------------------------------------
+
+
+def test_a_standby_notary_serves_nothing_then_takes_over_from_a_killed_one(
+    settings, codec, notary_process, service_factory
+):
+    events = make_events(300)
+    notary = notary_process.start(timeout=30)
+    standby = service_factory(
+        "notary-standby",
+        notary.command,
+        notary.env,
+        ready=lambda: "stands by" in standby.log(),
+        cls=NotaryProcess,
+        url=notary.url,  # the same port: the standby binds it only when it takes over
+    )
+    standby.start(timeout=30)
+    produce(settings, codec, events[:150])
+    wait_for(lambda: notary.status().get("checkpoint_size") == 150, 30, "the first half")
+    assert "taking over" not in standby.log()
+
+    notary.kill()
+    killed = time.monotonic()
+    wait_for(lambda: standby.status() != {}, 30, "the standby to serve")
+    print(f"the standby served {time.monotonic() - killed:.2f} s after the kill")
+    assert "taking over" in standby.log()
+    phases = list(standby.status()["startup"]["phases"])
+    assert phases[phases.index("standby") :] == ["standby", "transactions", "serving"]
+
+    produce(settings, codec, events[150:])
+    wait_for(lambda: standby.status().get("checkpoint_size") == 300, 30, "every event")
+    verifier = NoteVerifier.from_vkey(notary_vkey_path(settings).read_text().strip())
+    audit(settings, codec, verifier, standby.url, {e["event_id"] for e in events})
+    assert standby.status()["duplicates"] == 0
