@@ -81,9 +81,11 @@ class StartupTimeline:
         return durations
 
     def summary(self) -> dict[str, Any]:
-        """For ``/healthz``: ``{"ready_after_s": ..., "phases": {...}}``."""
+        """For ``/healthz``: ``{"pid": ..., "ready_after_s": ..., "phases": {...}}`` (the
+        pid tells a standby's answer from the one it took over from, on the same port)."""
         with self._lock:
             return {
+                "pid": os.getpid(),
                 "ready_after_s": None if self.done is None else round(self.done, 3),
                 "phases": self.phases(),
             }

@@ -25,7 +25,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Timing", "worker_recovery", "summary", "phases_p50", "phases_after"]
+__all__ = ["Timing", "worker_recovery", "summary", "phases_p50", "phases_after", "phases_before"]
 
 
 @dataclass(frozen=True)
@@ -91,3 +91,14 @@ def phases_after(timeline: Mapping[str, Any] | None, phase: str) -> dict[str, An
         return None
     names = list(phases)
     return {"phases": {name: phases[name] for name in names[names.index(phase) + 1 :]}}
+
+
+def phases_before(timeline: Mapping[str, Any] | None, phase: str) -> dict[str, Any] | None:
+    """The timeline with only the phases before ``phase`` (all of them without it): how
+    long a process took to start, whether it then stood by or not."""
+    if timeline is None:
+        return None
+    phases = dict(timeline.get("phases") or {})
+    names = list(phases)
+    kept = names[: names.index(phase)] if phase in phases else names
+    return {"phases": {name: phases[name] for name in kept}}

@@ -32,7 +32,14 @@ from bench.chaos.live import Arrivals, Reviewer
 from bench.chaos.load import ChaosWorkload, PublishLoop, build_workload
 from bench.chaos.model import Anchors, Class, Observed, Planned
 from bench.chaos.plan import PlanSpec, make_plan, write_plan
-from bench.chaos.recovery import Timing, phases_after, phases_p50, summary, worker_recovery
+from bench.chaos.recovery import (
+    Timing,
+    phases_after,
+    phases_before,
+    phases_p50,
+    summary,
+    worker_recovery,
+)
 from bench.chaos.report import figures_line, goals, write_report
 from bench.chaos.services import Service, Services
 from bench.e2e.procs import Collector, free_port
@@ -289,13 +296,13 @@ def run_chaos(
             if phases:
                 spent = ", ".join(f"{phase} {seconds:.2f}" for phase, seconds in phases.items())
                 log(f"{name} restarts, median seconds per start-up phase: {spent}")
-        if recovery["worker"]["takeovers"]:
-            taken = recovery["worker"]["takeover_phases_p50"]
-            spent = ", ".join(f"{phase} {seconds:.2f}" for phase, seconds in taken.items())
-            log(
-                f"worker takeovers by a standby: {recovery['worker']['takeovers']}, "
-                f"median seconds per phase after taking the lock: {spent}"
-            )
+            if recovery[name]["takeovers"]:
+                taken = recovery[name]["takeover_phases_p50"]
+                spent = ", ".join(f"{phase} {seconds:.2f}" for phase, seconds in taken.items())
+                log(
+                    f"{name} takeovers by a standby: {recovery[name]['takeovers']}, "
+                    f"median seconds per phase after taking the lock: {spent}"
+                )
         crashes = [
             {
                 "service": e.name,
@@ -416,11 +423,15 @@ def _recovery(
     outages = [(start, end) for start, end in faults.notary_outages if start is not None]
 
     def restart_phases(members: Sequence[Service]) -> dict[str, float]:
-        return phases_p50([start.startup for m in members for start in m.starts[1:]])
+        timelines = [start.startup for m in members for start in m.starts[1:]]
+        return phases_p50([phases_before(t, "standby") for t in timelines])
 
-    takeovers = [
-        start.startup for m in services.workers for start in m.starts if start.took_over_ns
-    ]
+    def takeovers(members: Sequence[Service]) -> dict[str, Any]:
+        taken = [start.startup for m in members for start in m.starts if start.took_over_ns]
+        return {
+            "takeovers": len(taken),
+            "takeover_phases_p50": phases_p50([phases_after(t, "standby") for t in taken]),
+        }
 
     return {
         "worker": {
@@ -428,13 +439,13 @@ def _recovery(
             "undisturbed": summary(alone),
             "kills": kills,
             "restart_phases_p50": restart_phases(services.workers),
-            "takeovers": len(takeovers),
-            "takeover_phases_p50": phases_p50([phases_after(t, "standby") for t in takeovers]),
+            **takeovers(services.workers),
         },
         "notary": {
             **summary([None if end is None else (end - start) / 1e9 for start, end in outages]),
             "restarts_ready_s": [s for m in services.members("notary") for s in restarts(m)],
             "restart_phases_p50": restart_phases(services.members("notary")),
+            **takeovers(services.members("notary")),
         },
         "sink": {
             **summary(restarts(services["sink"])),

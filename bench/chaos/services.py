@@ -143,11 +143,12 @@ class Service:
     def _watch(self, proc: subprocess.Popen[bytes], start: Start, timeout: float = 300) -> None:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and proc.poll() is None:
-            if self.standing_by():
+            if self.standing_by():  # a standby notary: it says so in its log only
                 start.ready_ns = time.monotonic_ns()
+                self._watch_standby(proc, start)
                 return
             status, body = _get(self.health_url, timeout=0.5)
-            if self.ready(status, body):
+            if self.ready(status, body) and _answered_by(body, proc):
                 start.ready_ns = time.monotonic_ns()
                 start.startup = body.get("startup")
                 if body.get("standby"):
@@ -157,9 +158,15 @@ class Service:
         start.exit_code = proc.poll()
 
     def _watch_standby(self, proc: subprocess.Popen[bytes], start: Start) -> None:
+        """Until the standby takes over: when it answers as the one at work."""
         while proc.poll() is None:
             status, body = _get(self.health_url, timeout=0.5)
-            if _ready_flag(status, body) and not body.get("standby"):
+            if (
+                self.ready(status, body)
+                and not body.get("standby")
+                and _answered_by(body, proc)
+                and not self.standing_by()
+            ):
                 start.took_over_ns = time.monotonic_ns()
                 start.startup = body.get("startup")
                 return
@@ -237,6 +244,13 @@ class Service:
             return self.log_path.read_text(errors="replace")[-size:]
         except OSError:
             return "(no log)"
+
+
+def _answered_by(body: Any, proc: subprocess.Popen[bytes]) -> bool:
+    """Whether a ``/healthz`` answer is this process's own: a standby notary shares the
+    port of the notary it stands by for (the start-up timeline names its pid)."""
+    pid = ((body or {}).get("startup") or {}).get("pid") if isinstance(body, dict) else None
+    return pid is None or pid == proc.pid
 
 
 def _deciding(service: Service) -> bool:

@@ -7,7 +7,7 @@ import pytest
 
 from bench.chaos.check import HARD, INVARIANTS
 from bench.chaos.plan import PlanSpec, make_plan
-from bench.chaos.recovery import Timing, phases_after, phases_p50, worker_recovery
+from bench.chaos.recovery import Timing, phases_after, phases_before, phases_p50, worker_recovery
 from bench.chaos.report import figures_line
 from bench.chaos.selftest import CORRUPTIONS, consistent_dataset
 
@@ -108,3 +108,7 @@ def test_a_takeover_counts_only_the_phases_after_the_standby_wait() -> None:
     assert phases_after(timeline, "standby") == {"phases": {"transactions": 0.1, "deciding": 0.2}}
     assert phases_after({"phases": {"process": 1.6, "deciding": 0.2}}, "standby") is None
     assert phases_after(None, "standby") is None
+    assert phases_before(timeline, "standby") == {
+        "phases": {"process": 1.6, "host": 1.2, "control": 0.2}
+    }
+    assert phases_before({"phases": {"process": 1.6}}, "standby") == {"phases": {"process": 1.6}}
