@@ -221,6 +221,7 @@ def _read_health(parts: GateParts, worker: GateWorker, keys_dir: Path) -> GateHe
         history_problems=len(parts.control.problems),
         policy=(str(engine.version), str(engine.digest)) if engine is not None else None,
         signing_key=_signing_key_since(parts, keys_dir),
+        standby=worker.standing_by,
     )
 
 

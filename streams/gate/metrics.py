@@ -145,6 +145,8 @@ class GateHealth:
     """(version, digest) of the active policy bundle; None: no bundle, every intent denied."""
     signing_key: tuple[str, float] | None = None
     """(kid, in service since, Unix seconds) of the key that signs approvals now."""
+    standby: bool = False
+    """The process stands by for another one of its worker id (``streams/gate/standby.py``)."""
 
 
 SCOPES_OF = {
@@ -168,13 +170,14 @@ class GateHealthCollector(Collector):
     def collect(self) -> Iterator[Metric]:
         families = self._families()
         ready, agents, quarantines, switches, problems, active, key_age = families[:7]
-        bundle = families[7]
+        bundle, standby = families[7:9]
         try:
             health = self.health()
         except Exception:  # noqa: BLE001 - a scrape must answer; the worker's log says why
             log.exception("cannot read the gate's state for /metrics")
             return iter([])  # no samples: the dashboard shows "no data", not "fine"
         ready.add_metric([], 1.0 if health.ready else 0.0)
+        standby.add_metric([], 1.0 if health.standby else 0.0)
         for status, count in sorted(health.agents_by_status.items()):
             agents.add_metric([status], count)
         for scope in SCOPES_OF["quarantines"]:
@@ -201,6 +204,7 @@ class GateHealthCollector(Collector):
         GaugeMetricFamily,
         GaugeMetricFamily,
         InfoMetricFamily,
+        GaugeMetricFamily,
     ]:
         return (
             GaugeMetricFamily(
@@ -235,6 +239,11 @@ class GateHealthCollector(Collector):
                 labels=["kid"],
             ),
             InfoMetricFamily("trustplane_policy_bundle", "The active policy bundle."),
+            GaugeMetricFamily(
+                "trustplane_worker_standby",
+                "1 while the process stands by for another one of its worker id (it takes "
+                "over when that one ends).",
+            ),
         )
 
 

@@ -158,7 +158,13 @@ def test_the_gate_exports_its_state_and_lag_at_scrape_time() -> None:
     got = samples(generate_latest(metrics.registry))
     assert got[("trustplane_worker_ready", ())] == 0
     assert got[("trustplane_policy_bundle_active", ())] == 0
+    assert got[("trustplane_worker_standby", ())] == 0
     assert not [key for key in got if key[0] == "trustplane_policy_bundle_info"]
+
+    state["health"] = GateHealth(ready=False, standby=True)  # a warm standby
+    got = samples(generate_latest(metrics.registry))
+    assert got[("trustplane_worker_ready", ())] == 0
+    assert got[("trustplane_worker_standby", ())] == 1
 
 
 def test_a_failing_state_read_shows_no_data_rather_than_fine() -> None:
