@@ -44,6 +44,7 @@ from confluent_kafka import (
 from confluent_kafka.admin import AdminClient
 
 from processors.exceptions import ConfigError, TrustplaneError
+from streams.watchdog import StallWatchdog, exit_stalled
 
 __all__ = [
     "KafkaEndpoint",
@@ -392,6 +393,12 @@ _SETTLING = frozenset(
         KafkaError.UNKNOWN_TOPIC_OR_PART,
         KafkaError.LEADER_NOT_AVAILABLE,
         KafkaError.NOT_LEADER_FOR_PARTITION,
+        # a broker failing over: the request's broker handle went away (seen in a chaos
+        # run: a worker stopped with "Broker handle destroyed without termination"), or
+        # the request timed out before the deadline
+        KafkaError._DESTROY_BROKER,
+        KafkaError._TRANSPORT,
+        KafkaError._TIMED_OUT,
     }
 )
 
@@ -400,7 +407,8 @@ def watermark_offsets(
     consumer: Consumer, tp: TopicPartition, *, timeout: float = 30.0, cached: bool = False
 ) -> tuple[int, int]:
     """(low, high) offsets of a partition, retrying while a new topic's metadata settles
-    (a topic created a moment ago may answer "not leader" at first)."""
+    (a topic created a moment ago may answer "not leader" at first) or a broker fails
+    over, until ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -536,6 +544,13 @@ class RetryBatch(Exception):  # noqa: N818 - a signal to the loop, not an error
 
 Hook = Callable[[list[Message]], None]
 
+TRANSACTION_CALL_S = 30.0
+"""How long adding the offsets to a transaction, or committing it, may take (a timeout
+aborts the transaction and reads the batch again)."""
+
+LOOP_STALL_S = 180.0
+"""A transactional loop that has not begun a cycle for this long ends its process."""
+
 
 class TransactionalLoop:
     """Consume → transform → produce, one Kafka transaction per batch.
@@ -570,10 +585,16 @@ class TransactionalLoop:
         on_commit: Hook | None = None,
         on_abort: Callable[[Exception], None] | None = None,
         rewind_on_rebalance: bool = False,
+        stall_limit_s: float | None = LOOP_STALL_S,
     ) -> None:
+        """``stall_limit_s``: a loop that has not begun a cycle for this long ends its
+        process (see :mod:`streams.watchdog`); None: no watchdog."""
         self.consumer = consumer
         self.producer = producer
         self.name = name
+        self.watchdog = (
+            None if stall_limit_s is None else StallWatchdog(name, stall_limit_s, exit_stalled)
+        )
         self.error = error
         self.fenced_hint = fenced_hint
         self.batches = batches
@@ -617,8 +638,16 @@ class TransactionalLoop:
 
     def run(self) -> None:
         """Cycle until :meth:`stop` (the batch in hand is committed first)."""
-        while not self._stop.is_set():
-            self.run_once()
+        if self.watchdog is not None:
+            self.watchdog.start()
+        try:
+            while not self._stop.is_set():
+                if self.watchdog is not None:
+                    self.watchdog.beat()
+                self.run_once()
+        finally:
+            if self.watchdog is not None:
+                self.watchdog.stop()
 
     def stop(self) -> None:
         self._stop.set()
@@ -662,9 +691,10 @@ class TransactionalLoop:
                     if tp.offset >= 0
                 ]
                 self.producer.send_offsets_to_transaction(
-                    offsets, self.consumer.consumer_group_metadata()
+                    offsets, self.consumer.consumer_group_metadata(), TRANSACTION_CALL_S
                 )
-            self.producer.commit_transaction()
+            # bounded: while brokers fail over, an unbounded call may never return
+            self.producer.commit_transaction(TRANSACTION_CALL_S)
         except KafkaException as exc:
             # a refused record (its report), the transactional id, or the offsets' group
             names = {**_describe(self.producer), "group": _describe(self.consumer)["group"]}

@@ -80,10 +80,12 @@ class FakeProducer:
     def poll(self, timeout: float) -> int:
         return 0
 
-    def send_offsets_to_transaction(self, offsets: list[TopicPartition], metadata: object) -> None:
+    def send_offsets_to_transaction(
+        self, offsets: list[TopicPartition], metadata: object, timeout: float = -1
+    ) -> None:
         self.offsets = [tp.offset for tp in offsets]
 
-    def commit_transaction(self) -> None:
+    def commit_transaction(self, timeout: float = -1) -> None:
         if self.fail_commits:
             raise self.fail_commits.pop(0)
         self.committed.extend(self.open)
@@ -224,7 +226,7 @@ class DeniedTopic(FakeProducer):
         super().produce(topic, **kwargs)
         self.delivery = kwargs["on_delivery"]
 
-    def commit_transaction(self) -> None:
+    def commit_transaction(self, timeout: float = -1) -> None:
         self.delivery(KafkaError(29, "Broker: Topic authorization failed"), TopicMessage(0))
         raise KafkaException(KafkaError(KafkaError._INCONSISTENT, "1 message(s) failed"))
 
@@ -297,7 +299,9 @@ def test_the_factorys_clients_know_who_they_are() -> None:
 class DeniedOffsets(FakeProducer):
     principal = "sink"
 
-    def send_offsets_to_transaction(self, offsets: list[TopicPartition], metadata: object) -> None:
+    def send_offsets_to_transaction(
+        self, offsets: list[TopicPartition], metadata: object, timeout: float = -1
+    ) -> None:
         raise KafkaException(KafkaError(30, "Group authorization failed"))
 
 
