@@ -444,7 +444,8 @@ class KafkaAgentStates(AgentStates):
             ends = {}
             for partition in partitions:
                 tp = TopicPartition(self.topic, partition)
-                low, high = self._consumer.get_watermark_offsets(tp, timeout=timeout)
+                # retried while a broker fails over: a restore runs on every takeover
+                low, high = kafka.watermark_offsets(self._consumer, tp, timeout=timeout)
                 if high > low:
                     ends[partition] = (low, high)
             return self._read_to_ends(ends, deadline, timeout)
