@@ -172,6 +172,13 @@ class Service:
                 return
             time.sleep(STANDBY_POLL_S)
 
+    def deciding(self) -> bool:
+        """Whether this process is the one of its role at work, not its standby."""
+        if self.standby_line:
+            return not self.standing_by()
+        status, body = _get(self.health_url)
+        return _ready_flag(status, body) and not body.get("standby")
+
     def standing_by(self) -> bool:
         """Whether this start's log says it stands by and not (yet) that it took over."""
         if not self.standby_line:
@@ -251,11 +258,6 @@ def _answered_by(body: Any, proc: subprocess.Popen[bytes]) -> bool:
     port of the notary it stands by for (the start-up timeline names its pid)."""
     pid = ((body or {}).get("startup") or {}).get("pid") if isinstance(body, dict) else None
     return pid is None or pid == proc.pid
-
-
-def _deciding(service: Service) -> bool:
-    status, body = _get(service.health_url)
-    return _ready_flag(status, body) and not body.get("standby")
 
 
 def _ready_flag(status: int, body: Any) -> bool:
@@ -360,7 +362,7 @@ class Services:
         """The process the plan's ``action`` on ``target`` applies to: of a worker id's
         two processes, a kill or a stop hits the deciding one, a restart the one that is
         down, a continue the stopped one."""
-        members = [s for s in self.by_name.values() if (s.role or s.name) == target]
+        members = self.members(target)
         if len(members) == 1:
             return members[0]
         if not members:
@@ -370,18 +372,12 @@ class Services:
         elif action == "cont":
             chosen = [s for s in members if s.paused]
         else:
-            chosen = [s for s in members if s.running and not s.paused and self._deciding(s)]
+            chosen = [s for s in members if s.running and not s.paused and s.deciding()]
         return (chosen or members)[0]
 
     def members(self, role: str) -> list[Service]:
         """Every process of ``role`` (a worker id's or the notary's two, or the one)."""
         return [s for s in self.by_name.values() if (s.role or s.name) == role]
-
-    def _deciding(self, service: Service) -> bool:
-        """Whether ``service`` is the one of its role at work, not the standby."""
-        if service.standby_line:
-            return not service.standing_by()
-        return _deciding(service)
 
     def start_all(self, log: Callable[[str], None], timeout: float = 180.0) -> None:
         """Start every service; a worker id's second process once its first decides."""

@@ -34,10 +34,6 @@ __all__ = ["NotaryService"]
 log = logging.getLogger(__name__)
 
 
-STANDBY_POLL_S = 0.1
-"""How often a standby notary tries the snapshot folder's lock."""
-
-
 def _monotonic_ms() -> int:
     return time.monotonic_ns() // 1_000_000
 
@@ -272,9 +268,8 @@ class NotaryService:
                 "stands by and takes over when that one ends",
                 self.snapshots.directory / "lock",
             )
-            while not self.snapshots.lock():
-                if self._stopping.wait(STANDBY_POLL_S):
-                    return False
+            if not self.snapshots.lock_file.wait(self._stopping.is_set, self._stopping.wait):
+                return False
             self.standing_by = False
             self.startup.mark("standby")
             log.warning("notary %s: taking over", self.origin)

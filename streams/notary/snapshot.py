@@ -39,7 +39,6 @@ a new file when theirs holds twice as many as the log keeps.
 from __future__ import annotations
 
 import array
-import fcntl
 import hashlib
 import json
 import logging
@@ -59,6 +58,7 @@ from processors.log.chain import ChainError, check_hash_text
 from processors.log.checkpoint import NoteError, NoteSigner, open_note, sign_note
 from processors.log.merkle import MerkleError, MerkleLog
 from streams.config import Settings
+from streams.filelock import FileLock
 from streams.notary.exceptions import SnapshotError
 
 __all__ = [
@@ -287,7 +287,15 @@ class SnapshotStore:
             "checkpoint_topic": checkpoint_topic,
         }
         self.max_checkpoints = max_checkpoints
-        self._lock_fd: int | None = None
+
+        def error(exc: OSError) -> SnapshotError:
+            return SnapshotError(
+                f"cannot open the snapshot folder {directory}: {exc}",
+                hint="check the permissions of the state folder (TRUSTPLANE_STATE_DIR)",
+            )
+
+        self.lock_file = FileLock(directory / "lock", error, folder_mode=0o700)
+        """The folder's lock: one notary per log on this host (a second one waits on it)."""
         self._generation: str | None = None
         self._files: dict[str, _File] = {}
         self._size = 0
@@ -307,28 +315,10 @@ class SnapshotStore:
 
     def lock(self) -> bool:
         """Lock the folder for this process; False when another process holds it."""
-        if self._lock_fd is not None:
-            return True
-        try:
-            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-            fd = os.open(self.directory / "lock", os.O_RDWR | os.O_CREAT, 0o600)
-        except OSError as exc:
-            raise SnapshotError(
-                f"cannot open the snapshot folder {self.directory}: {exc}",
-                hint="check the permissions of the state folder (TRUSTPLANE_STATE_DIR)",
-            ) from exc
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            return False
-        self._lock_fd = fd
-        return True
+        return self.lock_file.try_acquire()
 
     def close(self) -> None:
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)  # releases the flock
-            self._lock_fd = None
+        self.lock_file.release()
 
     def discard(self) -> None:
         """Forget the snapshot loaded: the next save writes a new generation."""
