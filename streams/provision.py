@@ -36,7 +36,13 @@ from confluent_kafka.admin import (  # type: ignore[attr-defined]  # documented 
 from processors.exceptions import ConfigError, TrustplaneError
 from streams import acls, kafka, names
 from streams.credentials import CredentialStore
-from streams.topics import align_topic_configs, check_replication, ensure_topics, new_topic
+from streams.topics import (
+    align_topic_configs,
+    check_replication,
+    ensure_topics,
+    new_topic,
+    wait_for_leaders,
+)
 
 if TYPE_CHECKING:
     from streams.config import Settings
@@ -148,6 +154,8 @@ def create_topics(
                 if "TOPIC_ALREADY_EXISTS" not in str(exc):
                     raise ProvisionError(f"cannot create topic {topic}: {exc}") from exc
         changed = align_topic_configs(settings, client, timeout=timeout)
+        if created:
+            wait_for_leaders(client, created, timeout=timeout)
     except TrustplaneError as exc:
         if isinstance(exc, ProvisionError | ConfigError):
             raise

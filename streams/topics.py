@@ -17,6 +17,7 @@ write: :func:`check_replication` refuses it first.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -46,6 +47,7 @@ __all__ = [
     "check_replication",
     "topic_config",
     "align_topic_configs",
+    "wait_for_leaders",
     "TopicError",
 ]
 
@@ -155,6 +157,40 @@ _TOO_FEW = (
     "else the broker's default.replication.factor): start the missing brokers "
     "(`trustplane kafka status`), or lower TRUSTPLANE_TOPIC_REPLICATION_FACTOR"
 )
+
+
+def wait_for_leaders(admin: AdminClient, topics: Iterable[str], *, timeout: float = 30.0) -> None:
+    """Wait until the cluster's metadata lists every partition of ``topics`` with a leader.
+
+    A created topic takes a moment to reach every broker's metadata (on a cluster, the
+    broker asked next may not know it yet): a service started right after provisioning
+    should find its topics."""
+    wanted = list(topics)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            metadata = admin.list_topics(timeout=max(0.1, deadline - time.monotonic()))
+        except KafkaException as exc:
+            raise TopicError(
+                f"cannot reach Kafka: {exc}",
+                hint="is the broker up? `trustplane kafka status`",
+            ) from exc
+        missing = [
+            name
+            for name in wanted
+            if (topic := metadata.topics.get(name)) is None
+            or topic.error is not None
+            or not topic.partitions
+            or any(p.leader < 0 for p in topic.partitions.values())
+        ]
+        if not missing:
+            return
+        if time.monotonic() > deadline:
+            raise TopicError(
+                f"topics {', '.join(missing)} have no partition leader after {timeout:.0f} s",
+                hint="is every broker healthy? `trustplane kafka status`",
+            )
+        time.sleep(0.1)
 
 
 def new_topic(settings: Settings, name: str, partitions: int, config: dict[str, str]) -> NewTopic:

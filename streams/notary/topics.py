@@ -4,15 +4,19 @@ forever (a restart replays the whole log), replicated as the estate's other topi
 
 from __future__ import annotations
 
-import time
-
 from confluent_kafka import KafkaException
-from confluent_kafka.admin import AdminClient
 
 from streams import kafka
 from streams.config import Settings
 from streams.notary.exceptions import NotaryServiceError
-from streams.topics import MAX_MESSAGE_BYTES, check_replication, ensure_topics, new_topic
+from streams.topics import (
+    MAX_MESSAGE_BYTES,
+    TopicError,
+    check_replication,
+    ensure_topics,
+    new_topic,
+    wait_for_leaders,
+)
 
 __all__ = ["LOG_TOPIC", "CHECKPOINT_TOPIC", "ensure_notary_topics"]
 
@@ -72,25 +76,9 @@ def ensure_notary_topics(settings: Settings, *, timeout: float = 30.0) -> list[s
                     if "INVALID_REPLICATION_FACTOR" in str(exc)
                     else None,
                 ) from exc
-    _wait_for_leaders(admin, [settings.topic(n) for n in (LOG_TOPIC, CHECKPOINT_TOPIC)], timeout)
+    logs = [settings.topic(n) for n in (LOG_TOPIC, CHECKPOINT_TOPIC)]
+    try:
+        wait_for_leaders(admin, logs, timeout=timeout)
+    except TopicError as exc:
+        raise NotaryServiceError(exc.reason, hint=exc.hint) from exc
     return created
-
-
-def _wait_for_leaders(admin: AdminClient, topics: list[str], timeout: float) -> None:
-    """Wait until every partition of ``topics`` has a leader (new topics take a moment)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        metadata = admin.list_topics(timeout=timeout)
-        if all(
-            name in metadata.topics
-            and metadata.topics[name].partitions
-            and all(p.leader >= 0 for p in metadata.topics[name].partitions.values())
-            for name in topics
-        ):
-            return
-        if time.monotonic() > deadline:
-            raise NotaryServiceError(
-                f"topics {', '.join(topics)} have no partition leader after {timeout:.0f} s",
-                hint="is the broker healthy? `trustplane kafka status`",
-            )
-        time.sleep(0.1)

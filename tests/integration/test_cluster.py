@@ -45,7 +45,13 @@ from streams.config import Settings
 from streams.dev.localkafka import LocalKafka
 from streams.notary.topics import CHECKPOINT_TOPIC, LOG_TOPIC
 from streams.sdk.config import ClientConfig
-from streams.topics import TOPICS, TopicError, check_replication, ensure_topics
+from streams.topics import (
+    TOPICS,
+    TopicError,
+    check_replication,
+    ensure_topics,
+    wait_for_leaders,
+)
 from tests.conftest import TEST_STATE_DIR
 
 NODES = 3
@@ -102,6 +108,7 @@ def _estate_topics(settings: Settings) -> list[str]:
 def _replication(settings: Settings, topics: list[str]) -> dict[str, tuple[set[int], str]]:
     """Topic -> (the replica counts of its partitions, its min.insync.replicas)."""
     admin = kafka.admin(settings)
+    wait_for_leaders(admin, topics)  # this client may ask a node that learns of them late
     metadata = admin.list_topics(timeout=30).topics
     resources = [ConfigResource(ResourceType.TOPIC, topic) for topic in topics]
     found = {}
