@@ -2,13 +2,16 @@
 
 A second ``trustplane worker`` with the same ``TRUSTPLANE_WORKER_ID`` and state folder (and
 its own web port) starts as far as it can without touching the gate's consumer group or
-transactions: it loads the policies and keys, connects, follows the ``control`` topic,
-and waits on the worker id's lock file. When the deciding process ends, a crash included
-(the kernel releases a dead process's lock), the standby takes the lock within
-:data:`POLL_S` and takes over: its transactional producer, under the same
+transactions: it loads the policies and keys, connects, follows the ``control`` topic and
+the agents' committed state on ``gate-state`` (every partition: which ones it will take
+over is not known yet), and waits on the worker id's lock file. When the deciding
+process ends, a crash included (the kernel releases a dead process's lock), the standby
+takes the lock within :data:`POLL_S` and takes over: its transactional producer, under the same
 ``transactional.id``, fences the dead one and aborts its open transaction; its static
 group membership, under the same ``group.instance.id``, takes back the same partitions
-without waiting for a session timeout or a rebalance.
+without waiting for a session timeout or a rebalance; and restoring their agents' state
+reads only the records committed since it last followed (the dead process's last
+batches), not the partitions' whole changelog.
 
 The lock is for liveness only, never for safety: two processes with one worker id that
 do not share the lock (other hosts, other state folders) are still kept apart by Kafka's

@@ -8,7 +8,9 @@ id) *inside the transaction* that writes the decisions and commits the offsets. 
 assignment it rebuilds each partition's state from the committed changelog; after an
 aborted transaction it rebuilds again, so in-memory state never runs ahead of what
 Kafka committed. A worker restarted after SIGKILL therefore still knows every nonce,
-sequence and baseline its predecessor committed.
+sequence and baseline its predecessor committed. A warm standby
+(``streams/gate/standby.py``) follows the changelog of every partition as it is
+committed, so that its takeover reads only the tail.
 
 Only the gate's own writes count
 ================================
@@ -60,7 +62,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
-from confluent_kafka import KafkaError, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, TopicPartition
 
 from processors.exceptions import TrustplaneError
 from processors.layers.integrity import IntegrityCheck, UntrustedState
@@ -433,12 +435,50 @@ class KafkaAgentStates(AgentStates):
             # restore waits for no timeout: it is on the path of every takeover
             {"enable.partition.eof": True, "fetch.wait.max.ms": 10},
         )
+        self._followed: set[int] | None = None
+
+    def follow(self, timeout: float = 0.05) -> int:
+        """Apply the committed changelog records that arrived, for every partition (a
+        standby's warm state: its takeover's :meth:`restore` then reads only the tail).
+        The first call starts every partition from its beginning. Return how many were
+        applied."""
+        if self._followed is None:
+            metadata = self._consumer.list_topics(self.topic, timeout=30)
+            topic = metadata.topics.get(self.topic)
+            if topic is None or topic.error is not None or not topic.partitions:
+                return 0  # not created yet: the next call asks again
+            partitions = sorted(topic.partitions)
+            self.begin_restore(partitions)
+            self._consumer.assign(
+                [TopicPartition(self.topic, p, OFFSET_BEGINNING) for p in partitions]
+            )
+            self._followed = set(partitions)
+        count = 0
+        deadline = time.monotonic() + timeout
+        while (left := deadline - time.monotonic()) > 0:
+            message = self._consumer.poll(left)
+            if message is None:
+                break
+            error = message.error()
+            if error is not None:
+                if error.code() != KafkaError._PARTITION_EOF:
+                    log.warning("following %s: %s", self.topic, error.str())
+                continue
+            offset = message.offset() or 0
+            self.restore_record(message.partition() or 0, message.key(), message.value(), offset)
+            count += 1
+        return count
 
     def restore(self, partitions: Iterable[int], timeout: float = 60.0) -> int:
         """Rebuild the state of these partitions from the committed changelog, reading
-        them together, each up to its end."""
+        them together, each up to its end -- from where :meth:`follow` got to, for a
+        partition it followed, else from the beginning. Following ends here."""
         partitions = sorted(set(partitions))
-        self.begin_restore(partitions)
+        followed = self._followed or set()
+        self._followed = None
+        starts = self._positions([p for p in partitions if p in followed])
+        self.drop(followed - set(partitions))
+        self.begin_restore(p for p in partitions if p not in starts)
         deadline = time.monotonic() + timeout
         try:
             ends = {}
@@ -446,12 +486,20 @@ class KafkaAgentStates(AgentStates):
                 tp = TopicPartition(self.topic, partition)
                 # retried while a broker fails over: a restore runs on every takeover
                 low, high = kafka.watermark_offsets(self._consumer, tp, timeout=timeout)
-                if high > low:
-                    ends[partition] = (low, high)
+                start = max(low, starts.get(partition, low))
+                if high > start:
+                    ends[partition] = (start, high)
             return self._read_to_ends(ends, deadline, timeout)
         finally:
             self.end_restore()
             self._consumer.unassign()
+
+    def _positions(self, partitions: list[int]) -> dict[int, int]:
+        """The next offset :meth:`follow` would read, per partition that has one."""
+        if not partitions:
+            return {}
+        positions = self._consumer.position([TopicPartition(self.topic, p) for p in partitions])
+        return {tp.partition: tp.offset for tp in positions if tp.offset >= 0}
 
     def _read_to_ends(
         self, ends: dict[int, tuple[int, int]], deadline: float, timeout: float

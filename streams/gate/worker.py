@@ -139,13 +139,23 @@ class GateWorker:
             self.lock.holder() or "(unknown)",
             self.lock.path,
         )
-        between = self.control.poll if self.control is not None else self.loop.wait
-        if not self.lock.wait(lambda: self.loop.stopping, between):
+        if not self.lock.wait(lambda: self.loop.stopping, self._keep_warm):
             return False
         self.standing_by = False
         self.startup.mark("standby")
         log.warning("worker id %s: taking over (lock %s)", self.worker_id, self.lock.path)
         return True
+
+    def _keep_warm(self, seconds: float) -> None:
+        """While standing by: apply the control commands and the agents' committed state
+        as they arrive, so that taking over reads only what came since."""
+        if self.control is None and self.states is None:
+            self.loop.wait(seconds)
+            return
+        if self.control is not None:
+            self.control.poll(seconds / 2)
+        if self.states is not None:
+            self.states.follow(seconds / 2)
 
     def _subscribe_and_run(self) -> None:
         # outcomes are keyed by agent id like intents: partition p of both lands on the
@@ -220,7 +230,7 @@ class GateWorker:
         if self.states is not None:
             restored = self.states.restore(p.partition for p in partitions)
             self.gate.reindex(p.partition for p in partitions)
-            log.info("restored state of %d agents", restored)
+            log.info("agent state restored: %d changelog records read", restored)
         # intents and outcomes are both assigned, partition p of each together: count intents
         intents = self.settings.topic("intents")
         assigned = [*consumer.assignment(), *partitions]

@@ -4,14 +4,19 @@ nothing, and takes over at once when the deciding one is SIGKILLed."""
 from __future__ import annotations
 
 import dataclasses
+import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
+from streams import kafka
 from streams.config import Settings
 from streams.dev.estate import setup_estate
+from streams.gate.state import KafkaAgentStates
+from streams.operator import ensure_local_keys
 from tests.conftest import WorkerProcess, free_port
+from tests.integration.test_gate_state_auth import replay
 from tests.integration.test_responses import decide, reasons
 
 pytestmark = pytest.mark.broker
@@ -49,3 +54,71 @@ def test_a_standby_decides_nothing_until_the_deciding_worker_dies_then_takes_ove
     phases = list(state["startup"]["phases"])
     assert phases[phases.index("standby") :] == ["standby", "transactions", "deciding"]
     assert "taking over" in standby.log()
+    # its warm copy of the agents' state knows what the dead process approved
+    again = replay(settings, before)
+    assert again.topic == "denied", "a replay was approved again after the takeover"
+
+
+# -- the standby's warm agent state ----------------------------------------------------------
+
+
+def _write(settings: Settings, writer: KafkaAgentStates, changes: dict[tuple[int, str], int]):
+    """Commit ``changes`` ((partition, agent) -> how many writes) to gate-state, sealed as
+    the gate seals them, one record per write."""
+    producer = kafka.producer(settings)
+    for (partition, agent), times in changes.items():
+        for _ in range(times):
+            writer.get(partition, agent)
+            writer.touched(partition, agent)
+            for record in writer.changes():
+                producer.produce(
+                    record.topic, key=record.key, value=record.value, partition=record.partition
+                )
+    assert producer.flush(10) == 0
+
+
+def _writes(states: KafkaAgentStates, partition: int) -> dict[str, int]:
+    return {agent: state["_writes"] for agent, state in states.agents(partition)}
+
+
+def _follow_until(states: KafkaAgentStates, count: int, timeout: float = 30.0) -> None:
+    applied, deadline = 0, time.monotonic() + timeout
+    while applied < count and time.monotonic() < deadline:
+        applied += states.follow(0.2)
+    assert applied == count
+
+
+def test_a_followed_partition_restores_only_its_tail_and_ends_as_a_full_restore(
+    settings: Settings,
+) -> None:
+    ensure_local_keys(settings)
+    writer = KafkaAgentStates(settings, [])
+    standby = KafkaAgentStates(settings, [])
+    try:
+        _write(settings, writer, {(0, "a"): 3, (1, "b"): 2, (2, "c"): 1})
+        _follow_until(standby, 6)
+        assert _writes(standby, 0) == {"a": 3}
+        # the deciding worker goes on; then the standby takes over partitions 0 and 1 only
+        _write(settings, writer, {(0, "a"): 1, (1, "d"): 1})
+        forged = kafka.producer(settings)  # an intruder's record: the seal refuses it
+        forged.produce(settings.topic("gate-state"), key=b"e", value=b"{}", partition=0)
+        assert forged.flush(10) == 0
+
+        tail = standby.restore([0, 1])
+
+        assert tail == 3  # what came since it followed: not the 8 records from the start
+        full = KafkaAgentStates(settings, [])
+        try:
+            assert full.restore([0, 1]) == 8
+            for partition in (0, 1):
+                assert _writes(standby, partition) == _writes(full, partition)
+            assert standby.failed(0, "e") == full.failed(0, "e") is not None
+        finally:
+            full.close()
+        assert _writes(standby, 0) == {"a": 4}  # e is not trusted: no state of its own
+        assert standby.agents(2) == []  # not taken over: dropped
+        # following ended with the takeover: a later restore reads from the beginning
+        assert standby.restore([0]) == 5
+    finally:
+        writer.close()
+        standby.close()
