@@ -25,7 +25,17 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["Timing", "worker_recovery", "summary", "phases_p50", "phases_after", "phases_before"]
+from bench.chaos.model import OutcomeRecord
+
+__all__ = [
+    "Timing",
+    "decision_times",
+    "worker_recovery",
+    "summary",
+    "phases_p50",
+    "phases_after",
+    "phases_before",
+]
 
 
 @dataclass(frozen=True)
@@ -60,6 +70,21 @@ def worker_recovery(
             return None
         waits.append(timing.decided_ns - max(kill_ns, timing.published_ns))
     return max(waits) / 1e9 if waits else None
+
+
+def decision_times(outcomes: Iterable[OutcomeRecord], realtime_offset_ns: int) -> dict[str, int]:
+    """Intent id -> when its first outcome was decided, on the monotonic clock: the
+    record's own time (an approval's ``issued_at_ms``, a decision's ``decided_at_ms``,
+    the worker's wall clock) minus ``realtime_offset_ns`` (wall clock minus monotonic
+    clock, read once by the suite). Millisecond precision."""
+    first: dict[str, int] = {}
+    for outcome in outcomes:
+        if outcome.intent_id is None or outcome.issued_at_ms <= 0:
+            continue
+        at_ns = outcome.issued_at_ms * 1_000_000 - realtime_offset_ns
+        if at_ns < first.get(outcome.intent_id, at_ns + 1):
+            first[outcome.intent_id] = at_ns
+    return first
 
 
 def summary(values: Sequence[float | None]) -> dict[str, float | int | None]:

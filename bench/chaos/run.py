@@ -34,6 +34,7 @@ from bench.chaos.model import Anchors, Class, Observed, Planned
 from bench.chaos.plan import PlanSpec, make_plan, write_plan
 from bench.chaos.recovery import (
     Timing,
+    decision_times,
     phases_after,
     phases_before,
     phases_p50,
@@ -215,6 +216,7 @@ def run_chaos(
         faults = FaultRunner(plan, services, cluster, log)
         publisher.start()
         faults.started_ns = time.monotonic_ns()
+        realtime_offset_ns = time.time_ns() - faults.started_ns  # wall clock -> monotonic
         faults.start()
         published_at = time.monotonic()
         said = 0.0
@@ -290,7 +292,9 @@ def run_chaos(
         services.stop(["sink"])
 
         result = check(planned, observed, anchors)
-        recovery = _recovery(planned, observed, arrivals, publisher, faults, services)
+        recovery = _recovery(
+            planned, observed, arrivals, publisher, faults, services, realtime_offset_ns
+        )
         for name in ("worker", "notary"):
             phases = recovery[name]["restart_phases_p50"]
             if phases:
@@ -303,6 +307,13 @@ def run_chaos(
                     f"{name} takeovers by a standby: {recovery[name]['takeovers']}, "
                     f"median seconds per phase after taking the lock: {spent}"
                 )
+        again = recovery["worker"]["decided_again"]
+        if again["p50"] is not None:
+            log(
+                f"worker kills, seconds until every partition decided again by the records' "
+                f"own decision times (not their arrival): p50 {again['p50']:.2f} "
+                f"max {again['max']:.2f}"
+            )
         crashes = [
             {
                 "service": e.name,
@@ -383,18 +394,25 @@ def _recovery(
     publisher: PublishLoop,
     faults: FaultRunner,
     services: Services,
+    realtime_offset_ns: int,
 ) -> dict[str, Any]:
     where = {r.intent_id: (r.partition, r.offset) for r in observed.intents if r.intent_id}
-    timings = [
-        Timing(*where[p.subject], publisher.stamps[i], arrivals.first_ns.get(p.subject))
-        for i, p in enumerate(planned)
-        if p.subject in where
+    published = [
+        (p.subject, publisher.stamps[i]) for i, p in enumerate(planned) if p.subject in where
     ]
+    timings = [Timing(*where[s], at, arrivals.first_ns.get(s)) for s, at in published]
+    # the same with each first outcome's own time of decision (the worker's clock, in the
+    # record) instead of its arrival at the collector: the gate's part of a recovery,
+    # without the collector's lag on a loaded machine
+    decided = decision_times(observed.outcomes, realtime_offset_ns)
+    at_gate = [Timing(*where[s], at, decided.get(s)) for s, at in published]
     kills: list[dict[str, Any]] = []
     measured: list[float | None] = []
+    measured_at_gate: list[float | None] = []
     alone: list[float | None] = []
     for target, at_ns, owned in faults.worker_kills:
         seconds = worker_recovery(at_ns, timings, owned) if owned != [] else None
+        gate_s = worker_recovery(at_ns, at_gate, owned) if owned != [] else None
         at_s = (at_ns - faults.started_ns) / 1e9
         until = at_s + (seconds if seconds is not None else float("inf"))
         # other faults inside this kill's recovery window lengthen it: say which
@@ -409,11 +427,13 @@ def _recovery(
                 "at_s": round(at_s, 2),
                 "owned_partitions": owned,
                 "recovery_s": seconds,
+                "decided_again_s": gate_s,
                 "disturbed_by": disturbed,
             }
         )
         if owned != []:  # a worker that owned nothing had nothing to recover
             measured.append(seconds)
+            measured_at_gate.append(gate_s)
             if not disturbed:
                 alone.append(seconds)
 
@@ -437,6 +457,7 @@ def _recovery(
         "worker": {
             **summary(measured),
             "undisturbed": summary(alone),
+            "decided_again": summary(measured_at_gate),
             "kills": kills,
             "restart_phases_p50": restart_phases(services.workers),
             **takeovers(services.workers),

@@ -6,8 +6,16 @@ from __future__ import annotations
 import pytest
 
 from bench.chaos.check import HARD, INVARIANTS
+from bench.chaos.model import OutcomeRecord
 from bench.chaos.plan import PlanSpec, make_plan
-from bench.chaos.recovery import Timing, phases_after, phases_before, phases_p50, worker_recovery
+from bench.chaos.recovery import (
+    Timing,
+    decision_times,
+    phases_after,
+    phases_before,
+    phases_p50,
+    worker_recovery,
+)
 from bench.chaos.report import figures_line
 from bench.chaos.selftest import CORRUPTIONS, consistent_dataset
 
@@ -59,6 +67,17 @@ def test_worker_recovery_is_the_longest_wait_of_a_partition() -> None:
     assert worker_recovery(10 * s, timings) == pytest.approx(3.0)
     assert worker_recovery(10 * s, [*timings, Timing(2, 0, 9 * s, None)]) is None
     assert worker_recovery(10 * s, timings, partitions=[1]) == pytest.approx(0.1)
+
+
+def test_decision_times_are_each_intents_first_outcome_on_the_monotonic_clock() -> None:
+    offset = 1_700_000_000_000_000_000  # wall clock minus monotonic clock
+    outcomes = [
+        OutcomeRecord("review", "d1", "i1", "a", issued_at_ms=1_700_000_000_005),
+        OutcomeRecord("approved", "p1", "i1", "a", issued_at_ms=1_700_000_000_009),  # answer
+        OutcomeRecord("denied", "d2", "i2", "a", issued_at_ms=1_700_000_000_007),
+        OutcomeRecord("rejected", "r1", None, "a", issued_at_ms=1_700_000_000_001),
+    ]
+    assert decision_times(outcomes, offset) == {"i1": 5_000_000, "i2": 7_000_000}
 
 
 def test_a_plan_is_seeded_and_its_episodes_do_not_overlap() -> None:
