@@ -85,6 +85,14 @@ PANELS: tuple[Panel, ...] = (
         help="1 per worker Prometheus scrapes; 0 is a worker down (alert WorkerDown)",
     ),
     Panel(
+        "standbys",
+        "Worker processes standing by",
+        "sum by (instance) (trustplane_worker_standby)",
+        by="instance",
+        help="a warm standby decides nothing and takes over its worker id when the deciding "
+        "process ends; it is up without being ready",
+    ),
+    Panel(
         "partitions",
         "Intent partitions owned by each worker",
         "sum by (instance) (trustplane_assigned_partitions)",
