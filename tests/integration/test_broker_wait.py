@@ -31,6 +31,7 @@ class Forwarder:
         self.server = socket.create_server(("127.0.0.1", listen))
         self.server.settimeout(0.2)
         self.stopped = threading.Event()
+        self.connections: list[socket.socket] = []
         self.thread = threading.Thread(target=self._accept, daemon=True)
         self.thread.start()
 
@@ -41,6 +42,7 @@ class Forwarder:
             except TimeoutError:
                 continue
             upstream = socket.create_connection(self.target)
+            self.connections += [client, upstream]
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(a, b), daemon=True).start()
 
@@ -62,6 +64,8 @@ class Forwarder:
         self.stopped.set()
         self.thread.join(2)
         self.server.close()
+        for connection in self.connections:
+            connection.close()
 
 
 @pytest.fixture
