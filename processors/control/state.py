@@ -194,10 +194,12 @@ class ControlState:
     def snapshot_summary(self) -> dict[str, Any]:
         """For /healthz: agents by status, command counts, the last command."""
         by_status: dict[str, int] = dict.fromkeys(AGENT_STATUSES, 0)
-        for record in self._agents.values():
+        # a copy: the web thread asks while the deciding (or standby) thread applies
+        agents = list(self._agents.values())
+        for record in agents:
             by_status[record.status] += 1
         return {
-            "agents": len(self._agents),
+            "agents": len(agents),
             "agents_by_status": by_status,
             "revoked_keys": len(self._revoked_keys),
             "operator_keys": len(self.operator_keys),

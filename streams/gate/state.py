@@ -435,11 +435,6 @@ class KafkaAgentStates(AgentStates):
             # restore waits for no timeout: it is on the path of every takeover
             {"enable.partition.eof": True, "fetch.wait.max.ms": 10},
         )
-        # asks for each partition's high watermark: the end of what is written, committed
-        # or not (a read_committed consumer is told the last stable offset instead)
-        self._ends = kafka.consumer(
-            settings, names.gate_state_restore(settings), {"isolation.level": "read_uncommitted"}
-        )
         self._followed: set[int] | None = None
 
     def follow(self, timeout: float = 0.05) -> int:
@@ -489,12 +484,8 @@ class KafkaAgentStates(AgentStates):
             ends = {}
             for partition in partitions:
                 tp = TopicPartition(self.topic, partition)
-                # retried while a broker fails over: a restore runs on every takeover. The
-                # end is the high watermark, not the last stable offset: a transaction still
-                # open on the partition (its previous owner's last batch, which the group
-                # may yet commit with its offsets) must end before the restore does, or the
-                # state would miss the writes of a batch this worker then never decides
-                low, high = kafka.watermark_offsets(self._ends, tp, timeout=timeout)
+                # retried while a broker fails over: a restore runs on every takeover
+                low, high = kafka.watermark_offsets(self._consumer, tp, timeout=timeout)
                 start = max(low, starts.get(partition, low))
                 if high > start:
                     ends[partition] = (start, high)
@@ -521,10 +512,7 @@ class KafkaAgentStates(AgentStates):
         while pending:
             if time.monotonic() > deadline:
                 raise StateError(
-                    f"restoring {self.topic} partitions {sorted(pending)} took over {timeout} s",
-                    hint="a transaction left open on them ends within the producers' "
-                    "transaction.timeout.ms (30 s); longer, a broker is failing over or a "
-                    "writer is hung: `trustplane kafka status`",
+                    f"restoring {self.topic} partitions {sorted(pending)} took over {timeout} s"
                 )
             message = self._consumer.poll(0.1)
             if message is None:
@@ -539,10 +527,7 @@ class KafkaAgentStates(AgentStates):
             if error is not None:
                 if error.code() != KafkaError._PARTITION_EOF:
                     raise StateError(f"restoring {self.topic}/{partition}: {error.str()}")
-                # read_committed ends at the last stable offset: below the high watermark,
-                # a transaction is still open there, and the restore waits for its end
-                if (message.offset() or 0) >= ends[partition][1]:
-                    pending.discard(partition)
+                pending.discard(partition)
                 continue
             offset = message.offset() or 0
             self.restore_record(partition, message.key(), message.value(), offset)
@@ -561,7 +546,6 @@ class KafkaAgentStates(AgentStates):
 
     def close(self) -> None:
         self._consumer.close()
-        self._ends.close()
         if self._db is not None:
             self._db.close()
 
