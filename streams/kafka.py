@@ -424,6 +424,32 @@ def watermark_offsets(
             time.sleep(0.2)
 
 
+def await_stable_offsets(
+    consumer: Consumer, partitions: list[TopicPartition], *, timeout: float = 45.0
+) -> bool:
+    """Wait until the group's committed offsets of ``partitions`` are stable: no
+    transaction that added offsets for them (a previous owner's last batch) is still
+    undecided. A ``read_committed`` consumer asks with ``require_stable`` and librdkafka
+    asks again while the broker answers UNSTABLE_OFFSET_COMMIT. True when stable; False
+    after ``timeout`` (the coordinator aborts a dead producer's transaction after
+    ``transaction.timeout.ms``, 30 s, so this is a broker that does not answer)."""
+    wanted = [TopicPartition(tp.topic, tp.partition) for tp in partitions]
+    if not wanted:
+        return True
+    try:
+        consumer.committed(wanted, timeout=timeout)
+    except KafkaException as exc:
+        log.warning(
+            "the committed offsets of %d partitions were not stable after %.0f s (%s): "
+            "going on without waiting for the previous owner's last transaction",
+            len(wanted),
+            timeout,
+            exc,
+        )
+        return False
+    return True
+
+
 def _fatal(exc: KafkaException) -> KafkaError | None:
     error = exc.args[0] if exc.args else None
     return error if isinstance(error, KafkaError) and error.fatal() else None

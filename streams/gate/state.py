@@ -106,6 +106,13 @@ _INTEGRITY: Final = IntegrityCheck.state_key
 
 UntrustedHook = Callable[[UntrustedState], None]
 
+STABLE_WAIT_S = 5.0
+"""How long a restore waits for a transaction open on its partitions to end. A committed
+one's markers land within milliseconds (seconds while a broker fails over); a dead
+owner's batch that never added its offsets stays open until the coordinator aborts it
+(``transaction.timeout.ms``, 30 s), and nothing of it can commit: not worth a longer
+takeover."""
+
 
 # -- per-agent state ---------------------------------------------------------------------
 
@@ -435,6 +442,11 @@ class KafkaAgentStates(AgentStates):
             # restore waits for no timeout: it is on the path of every takeover
             {"enable.partition.eof": True, "fetch.wait.max.ms": 10},
         )
+        # asks for each partition's high watermark (a read_committed consumer is told the
+        # last stable offset): the two differ while a transaction is open there
+        self._ends = kafka.consumer(
+            settings, names.gate_state_restore(settings), {"isolation.level": "read_uncommitted"}
+        )
         self._followed: set[int] | None = None
 
     def follow(self, timeout: float = 0.05) -> int:
@@ -482,10 +494,7 @@ class KafkaAgentStates(AgentStates):
         deadline = time.monotonic() + timeout
         try:
             ends = {}
-            for partition in partitions:
-                tp = TopicPartition(self.topic, partition)
-                # retried while a broker fails over: a restore runs on every takeover
-                low, high = kafka.watermark_offsets(self._consumer, tp, timeout=timeout)
+            for partition, (low, high) in self._stable_ends(partitions, deadline).items():
                 start = max(low, starts.get(partition, low))
                 if high > start:
                     ends[partition] = (start, high)
@@ -493,6 +502,44 @@ class KafkaAgentStates(AgentStates):
         finally:
             self.end_restore()
             self._consumer.unassign()
+
+    def _stable_ends(self, partitions: list[int], deadline: float) -> dict[int, tuple[int, int]]:
+        """(low, end) of each partition to restore: its last stable offset, once no
+        transaction is open on it any more (the last stable offset reached the high
+        watermark), or after ``STABLE_WAIT_S``. A transaction open there may be its
+        previous owner's last batch, whose offsets committed a moment ago (the caller
+        waited for them): its writes must be in the state, or this worker, which never
+        decides that batch again, repeats a write count."""
+        until = min(deadline, time.monotonic() + STABLE_WAIT_S)
+        ends: dict[int, tuple[int, int]] = {}
+        highs: dict[int, int] = {}
+        waiting = set(partitions)
+        while True:
+            for partition in sorted(waiting):
+                tp = TopicPartition(self.topic, partition)
+                # retried while a broker fails over: a restore runs on every takeover
+                left = max(1.0, deadline - time.monotonic())
+                low, stable = kafka.watermark_offsets(self._consumer, tp, timeout=left)
+                _, high = kafka.watermark_offsets(self._ends, tp, timeout=left)
+                ends[partition], highs[partition] = (low, stable), high
+                if stable >= high:
+                    waiting.discard(partition)
+            if not waiting:
+                return ends
+            if time.monotonic() >= until:
+                for partition in sorted(waiting):
+                    log.warning(
+                        "a transaction is still open on %s/%d after %.0f s: restoring to its "
+                        "last stable offset %d (high watermark %d); if it commits, its "
+                        "writes are missing here and the agents it wrote are distrusted",
+                        self.topic,
+                        partition,
+                        STABLE_WAIT_S,
+                        ends[partition][1],
+                        highs[partition],
+                    )
+                return ends
+            time.sleep(0.05)
 
     def _positions(self, partitions: list[int]) -> dict[int, int]:
         """The next offset :meth:`follow` would read, per partition that has one."""
@@ -546,6 +593,7 @@ class KafkaAgentStates(AgentStates):
 
     def close(self) -> None:
         self._consumer.close()
+        self._ends.close()
         if self._db is not None:
             self._db.close()
 

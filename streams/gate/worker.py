@@ -228,6 +228,9 @@ class GateWorker:
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         log.info("assigned %s", [p.partition for p in partitions])
         if self.states is not None:
+            # the previous owner's last batch may be committing, offsets and state
+            # together: its state writes must be read, as this worker starts after it
+            kafka.await_stable_offsets(consumer, partitions)
             restored = self.states.restore(p.partition for p in partitions)
             self.gate.reindex(p.partition for p in partitions)
             log.info("agent state restored: %d changelog records read", restored)

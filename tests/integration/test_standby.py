@@ -4,11 +4,13 @@ nothing, and takes over at once when the deciding one is SIGKILLed."""
 from __future__ import annotations
 
 import dataclasses
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+from confluent_kafka import TopicPartition
 
 from streams import kafka
 from streams.config import Settings
@@ -122,3 +124,75 @@ def test_a_followed_partition_restores_only_its_tail_and_ends_as_a_full_restore(
     finally:
         writer.close()
         standby.close()
+
+
+def test_a_restore_waits_for_a_transaction_still_open_on_the_changelog(
+    settings: Settings,
+) -> None:
+    """The previous owner's last batch may still be open when a worker restores: its
+    offsets may yet commit, and then this worker never decides that batch again, so its
+    state writes must be in the restored state. A chaos run found the miss: the restore
+    ended at the last stable offset, the next write repeated a write count, and the
+    agents' state was distrusted."""
+    ensure_local_keys(settings)
+    writer = KafkaAgentStates(settings, [])
+    reader = KafkaAgentStates(settings, [])
+    previous = kafka.transactional_producer(settings, f"{settings.group_id}.previous-owner")
+    previous.init_transactions(30)
+    try:
+        _write(settings, writer, {(0, "a"): 1})
+        for outcome, writes in (("commit", 2), ("abort", 2)):
+            previous.begin_transaction()
+            writer.get(0, "a")
+            writer.touched(0, "a")
+            for record in writer.changes():
+                previous.produce(record.topic, key=record.key, value=record.value, partition=0)
+            assert previous.flush(10) == 0  # written, not committed
+            restoring = threading.Thread(target=reader.restore, args=([0],))
+            restoring.start()
+            restoring.join(2.0)
+            assert restoring.is_alive(), "the restore ended before the open transaction did"
+            if outcome == "commit":
+                previous.commit_transaction(30)
+            else:
+                previous.abort_transaction(30)
+            restoring.join(30)
+            assert not restoring.is_alive()
+            assert _writes(reader, 0) == {"a": writes}, outcome
+    finally:
+        writer.close()
+        reader.close()
+
+
+def test_a_takeover_waits_for_the_previous_owners_offsets_to_be_decided(
+    settings: Settings,
+) -> None:
+    """The new owner reads its agents' state only once the previous owner's last
+    transaction, which added the partition's offsets, has committed or aborted: reading
+    before that could miss the batch's state writes, then never decide the batch again."""
+    tp = TopicPartition(settings.topic("intents"), 0)
+    group = f"{settings.group_id}.stable-offsets"
+    previous = kafka.transactional_producer(settings, f"{settings.group_id}.offsets-owner")
+    previous.init_transactions(30)
+    owner = kafka.consumer(settings, group)
+    successor = kafka.consumer(settings, group)
+    try:
+        previous.begin_transaction()
+        previous.send_offsets_to_transaction(
+            [TopicPartition(tp.topic, tp.partition, 7)], owner.consumer_group_metadata(), 30
+        )
+        decided: list[bool] = []
+        waiting = threading.Thread(
+            target=lambda: decided.append(kafka.await_stable_offsets(successor, [tp]))
+        )
+        waiting.start()
+        waiting.join(2.0)
+        assert waiting.is_alive(), "the offsets were read while their transaction was open"
+        previous.commit_transaction(30)
+        waiting.join(30)
+        assert decided == [True]
+        assert successor.committed([tp], timeout=10)[0].offset == 7
+    finally:
+        previous.flush(5)
+        owner.close()
+        successor.close()
