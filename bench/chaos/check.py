@@ -35,6 +35,11 @@ position on ``intents``):
     is smaller than the one before (a rollback), or whose root is not the RFC 9162 root
     of the first ``size`` entries of ``lineage-log`` as read (recomputed here): so all of
     them are prefixes of one log, and each is consistent with every earlier one.
+``state_untrusted``
+    committed ``gate-state`` records that would make a worker distrust the agent: one
+    whose write count is not above the agent's previous one on its partition (a restore
+    that missed a committed batch and wrote a count again, a rolled-back or replayed
+    state), or one that does not open with the gate state key (forged, a tombstone).
 ``log_broken``
     ``lineage-log`` positions whose record key or ``log_index`` is not the position,
     whose event was altered (its ``event_hash``), whose ``prev_hash`` is not the previous
@@ -60,6 +65,7 @@ from bench.chaos.model import (
     Observed,
     OutcomeRecord,
     Planned,
+    StateWrite,
 )
 from processors.approval import verify_approval
 from processors.crypto.keys import Keyset
@@ -94,6 +100,7 @@ INVARIANTS = (
     "approvals_unverified",
     "checkpoints_inconsistent",
     "log_broken",
+    "state_untrusted",
 )
 GOALS = ("good_denied",)
 """Invariants that are goals of the gate under load rather than correctness: reported,
@@ -155,6 +162,7 @@ def check(planned: Sequence[Planned], observed: Observed, anchors: Anchors) -> R
     _check_notary(observed, result)
     _check_log(observed.log, anchors, result.findings["log_broken"])
     _check_checkpoints(observed.log, observed.checkpoints, anchors, result)
+    _check_state(observed, result)
     return result
 
 
@@ -471,4 +479,33 @@ def _check_checkpoints(
         "count": len(notes),
         "largest": previous.size if previous else 0,
         "log_entries": tree.size,
+    }
+
+
+# -- the agents' state -----------------------------------------------------------------
+
+
+def _check_state(observed: Observed, result: Result) -> None:
+    finding = result.findings["state_untrusted"]
+    if observed.state_writes is None:
+        finding.add("the agents' state changelog was not read")
+        return
+    last: dict[tuple[int, str], StateWrite] = {}
+    for write in sorted(observed.state_writes, key=lambda w: (w.partition, w.offset)):
+        where = f"gate-state/{write.partition}@{write.offset} ({write.agent_id})"
+        if write.writes is None:
+            finding.add(f"{where}: {write.problem}")
+            continue
+        previous = last.get((write.partition, write.agent_id))
+        if previous is not None and previous.writes is not None:
+            if write.writes <= previous.writes:
+                finding.add(
+                    f"{where}: write {write.writes} after write {previous.writes} "
+                    f"at offset {previous.offset}"
+                )
+                continue
+        last[(write.partition, write.agent_id)] = write
+    result.details["state"] = {
+        "records": len(observed.state_writes),
+        "agents": len(last),
     }

@@ -15,18 +15,27 @@ from typing import Any
 from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, Message, TopicPartition
 
 from bench.chaos.cluster import ChaosError
-from bench.chaos.model import SINK_TABLES, IntentRecord, LogRecord, Observed, OutcomeRecord
+from bench.chaos.model import (
+    SINK_TABLES,
+    IntentRecord,
+    LogRecord,
+    Observed,
+    OutcomeRecord,
+    StateWrite,
+)
 from bench.e2e.procs import intent_id_of
 from processors.exceptions import TrustplaneError
 from processors.records import digest
 from streams import kafka
 from streams.codec import DecodeError, default_codec
 from streams.config import Settings
+from streams.gate.seal import StateSeal
+from streams.gate.state import STATE_TOPIC
 from streams.sink import SinkQueryClient
 from streams.sink.sql_server import sql_token_file
 from streams.topics import MAX_MESSAGE_BYTES
 
-__all__ = ["read_topic", "read_observed", "read_lineage_ids", "sink_counts"]
+__all__ = ["read_topic", "read_observed", "read_lineage_ids", "read_state_writes", "sink_counts"]
 
 OUTCOME_TOPICS = ("approved", "denied", "review", "rejected")
 
@@ -205,6 +214,31 @@ def read_observed(
         outcome_ids=outcome_ids,
         undecodable=undecodable,
     )
+
+
+def read_state_writes(settings: Settings) -> list[StateWrite]:
+    """Every committed record of the agents' state changelog, opened with the gate state
+    key (the chaos run's own): the write count each carries."""
+    seal = StateSeal.from_settings(settings)
+    writes = []
+    for message in read_topic(settings, STATE_TOPIC):
+        partition, offset = message.partition() or 0, message.offset() or 0
+        agent_id = (message.key() or b"").decode(errors="replace")
+        value = message.value()
+        count: int | None = None
+        problem: str | None = None
+        if value is None:
+            problem = "a tombstone"
+        else:
+            try:
+                document = json.loads(seal.open(partition, agent_id, value))
+                count = int(document["n"])
+            except TrustplaneError as exc:
+                problem = exc.reason
+            except (KeyError, TypeError, ValueError) as exc:
+                problem = f"unreadable body ({type(exc).__name__}: {exc})"
+        writes.append(StateWrite(partition, offset, agent_id, count, problem))
+    return writes
 
 
 def sink_counts(settings: Settings) -> dict[str, int]:

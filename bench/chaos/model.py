@@ -16,6 +16,7 @@ __all__ = [
     "OutcomeRecord",
     "IntentRecord",
     "LogRecord",
+    "StateWrite",
     "Observed",
     "Anchors",
     "SINK_TABLES",
@@ -97,6 +98,18 @@ class LogRecord:
     event: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class StateWrite:
+    """A record of ``gate-state``, opened with the gate state key: the write count it
+    carries, or why it could not be opened."""
+
+    partition: int
+    offset: int
+    agent_id: str
+    writes: int | None
+    problem: str | None = None
+
+
 SINK_TABLES = (
     "intents",
     "approvals",
@@ -129,6 +142,8 @@ class Observed:
     """Rows per table of :data:`SINK_TABLES` in ClickHouse; None: not asked."""
     undecodable: dict[str, int] = field(default_factory=dict)
     """Records per topic that are not what the topic carries (reported, not judged)."""
+    state_writes: list[StateWrite] | None = None
+    """Every committed ``gate-state`` record, in offset order per partition; None: not read."""
 
 
 @dataclass(frozen=True)

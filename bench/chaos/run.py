@@ -25,7 +25,12 @@ from typing import Any
 
 from bench.chaos.check import check, kafka_counts
 from bench.chaos.cluster import ChaosError, Cluster, ExternalCluster, LocalCluster
-from bench.chaos.collect import read_lineage_ids, read_observed, try_sink_counts
+from bench.chaos.collect import (
+    read_lineage_ids,
+    read_observed,
+    read_state_writes,
+    try_sink_counts,
+)
 from bench.chaos.config import ChaosConfig
 from bench.chaos.faults import FaultRunner
 from bench.chaos.live import Arrivals, Reviewer
@@ -279,6 +284,8 @@ def run_chaos(
         _wait("notary", logged, config.drain_s, log)
         services.stop([s.name for s in services.members("notary")])
         observed = read_observed(settings, lineage_ids, log)
+        observed.state_writes = read_state_writes(settings)
+        log(f"read {len(observed.state_writes)} agent state records")
         expected = kafka_counts(observed)
         sink_rows = _Steady()
 

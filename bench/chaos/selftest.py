@@ -26,6 +26,7 @@ from bench.chaos.model import (
     Observed,
     OutcomeRecord,
     Planned,
+    StateWrite,
 )
 from processors.approval import ApprovalSigner, LineagePosition
 from processors.approval.keyring import KeyringEntry, SigningKeyring
@@ -270,6 +271,10 @@ def consistent_dataset() -> Dataset:
     observed.lineage_ids = [e["event_id"] for e in events]
     dataset.relink_log(events)
     dataset.resync_sink()
+    # the agent's state written once per decided batch, on its partition, counts rising
+    observed.state_writes = [
+        StateWrite(0, offset, "selftest-agent", offset + 1) for offset in range(len(_SHAPE))
+    ]
     return dataset
 
 
@@ -362,6 +367,14 @@ def alter_a_logged_event(data: Dataset) -> None:
     data.resync_sink()
 
 
+def write_a_state_count_again(data: Dataset) -> None:
+    # a restore that missed the previous owner's last batch: its next write repeats a count
+    writes = data.observed.state_writes
+    assert writes is not None  # noqa: S101 - consistent_dataset() sets it
+    last = writes[-1]
+    writes.append(dataclasses.replace(last, offset=last.offset + 1))
+
+
 CORRUPTIONS: dict[str, tuple[str, Callable[[Dataset], None]]] = {
     "drop an outcome": ("lost", drop_an_outcome),
     "duplicate an outcome": ("duplicated", duplicate_an_outcome),
@@ -374,6 +387,7 @@ CORRUPTIONS: dict[str, tuple[str, Callable[[Dataset], None]]] = {
     "leave an event out of the log": ("notary_missing", leave_an_event_out),
     "fork a checkpoint": ("checkpoints_inconsistent", fork_a_checkpoint),
     "alter a logged event": ("log_broken", alter_a_logged_event),
+    "write an agent's state count again": ("state_untrusted", write_a_state_count_again),
 }
 """What to do to a consistent dataset -> (the invariant that must fail, how)."""
 

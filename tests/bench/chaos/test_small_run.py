@@ -49,6 +49,7 @@ def test_a_small_chaos_run_loses_nothing_duplicates_nothing_and_approves_no_must
         "sink_mismatch",
         "approvals_unverified",
         "checkpoints_inconsistent",
+        "state_untrusted",
     ):
         assert figures[name]["count"] == 0, (name, figures[name]["examples"])
     executed = [f for f in run.report["faults"] if f["ok"] and "skipped" not in f["note"]]
