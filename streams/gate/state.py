@@ -484,7 +484,8 @@ class KafkaAgentStates(AgentStates):
     def restore(self, partitions: Iterable[int], timeout: float = 60.0) -> int:
         """Rebuild the state of these partitions from the committed changelog, reading
         them together, each up to its end -- from where :meth:`follow` got to, for a
-        partition it followed, else from the beginning. Following ends here."""
+        partition it followed, else from the beginning. Following ends here. Fails
+        (:class:`StateError`) when nothing more is read for ``timeout`` seconds."""
         partitions = sorted(set(partitions))
         followed = self._followed or set()
         self._followed = None
@@ -556,12 +557,17 @@ class KafkaAgentStates(AgentStates):
             return 0
         self._consumer.assign([TopicPartition(self.topic, p, low) for p, (low, _) in ends.items()])
         pending, count = set(ends), 0
+        # a long changelog on a busy machine takes long: only reading nothing is a failure
+        deadline = max(deadline, time.monotonic() + timeout)
         while pending:
             if time.monotonic() > deadline:
                 raise StateError(
-                    f"restoring {self.topic} partitions {sorted(pending)} took over {timeout} s"
+                    f"restoring {self.topic}: no record of partitions {sorted(pending)} "
+                    f"for {timeout} s ({count} read; ends {[ends[p][1] for p in sorted(pending)]})"
                 )
             message = self._consumer.poll(0.1)
+            if message is not None:
+                deadline = time.monotonic() + timeout
             if message is None:
                 # the end may be a commit marker, never delivered: the position passes it
                 positions = self._consumer.position(
