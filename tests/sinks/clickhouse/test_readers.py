@@ -20,7 +20,9 @@ from sinks.clickhouse import ClickHouseSink, parse_json_compact
 from sinks.clickhouse.backends import ChdbBackend, QueryBusyError, ReaderLimits
 
 SLOW = "SELECT count() FROM numbers({rows}) WHERE NOT ignore(SHA256(toString(number)))"
-"""Slow but allowed: about 6 M rows/s on one thread, so 6 M rows take about 1 s."""
+"""Slow but allowed: about 6 M rows/s per core (the guard refuses ``sleep``). 6 M rows
+took 0.3 s on two cores, so the tests that wait 0.3 s for it to be running raced its end:
+they read 40 M rows (about 2 s here, longer on one core)."""
 
 
 @pytest.fixture
@@ -133,7 +135,7 @@ def test_a_failed_query_leaves_nothing_for_the_next_caller(open_backend, folder)
 class Slow(threading.Thread):
     """A slow read-only query in a thread, timed."""
 
-    def __init__(self, backend: ChdbBackend, rows: int = 6_000_000) -> None:
+    def __init__(self, backend: ChdbBackend, rows: int = 40_000_000) -> None:
         super().__init__(daemon=True)
         self.backend = backend
         self.sql = SLOW.format(rows=rows)
@@ -161,7 +163,7 @@ def test_a_slow_query_does_not_hold_up_the_other_reader_nor_the_writer(open_back
     backend.execute("INSERT INTO written_meanwhile VALUES (1)")
     write_done = time.monotonic()
     slow.join(30)
-    assert slow.error is None and slow.result == [(6_000_000,)]
+    assert slow.error is None and slow.result == [(40_000_000,)]
     assert read_done - started < 0.5 and read_done < slow.finished_at
     assert write_done < slow.finished_at, "the writer waited for a reader"
 
