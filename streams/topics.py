@@ -26,6 +26,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import (  # type: ignore[attr-defined]  # documented path, stub lacks __all__
     AdminClient,
     AlterConfigOpType,
+    ClusterMetadata,
     ConfigEntry,
     ConfigResource,
     NewTopic,
@@ -165,8 +166,11 @@ _TOO_FEW = (
 )
 
 
-def wait_for_leaders(admin: AdminClient, topics: Iterable[str], *, timeout: float = 30.0) -> None:
-    """Wait until the cluster's metadata lists every partition of ``topics`` with a leader.
+def wait_for_leaders(
+    admin: AdminClient, topics: Iterable[str], *, timeout: float = 30.0
+) -> ClusterMetadata:
+    """Wait until the cluster's metadata lists every partition of ``topics`` with a leader;
+    return that metadata.
 
     A created topic takes a moment to reach every broker's metadata (on a cluster, the
     broker asked next may not know it yet): a service started right after provisioning
@@ -190,7 +194,7 @@ def wait_for_leaders(admin: AdminClient, topics: Iterable[str], *, timeout: floa
             or any(p.leader < 0 for p in topic.partitions.values())
         ]
         if not missing:
-            return
+            return metadata
         if time.monotonic() > deadline:
             raise TopicError(
                 f"topics {', '.join(missing)} have no partition leader after {timeout:.0f} s",

@@ -108,8 +108,8 @@ def _estate_topics(settings: Settings) -> list[str]:
 def _replication(settings: Settings, topics: list[str]) -> dict[str, tuple[set[int], str]]:
     """Topic -> (the replica counts of its partitions, its min.insync.replicas)."""
     admin = kafka.admin(settings)
-    wait_for_leaders(admin, topics)  # this client may ask a node that learns of them late
-    metadata = admin.list_topics(timeout=30).topics
+    # the metadata that listed them all: the next request may ask a node that learns late
+    metadata = wait_for_leaders(admin, topics).topics
     resources = [ConfigResource(ResourceType.TOPIC, topic) for topic in topics]
     found = {}
     for resource, future in admin.describe_configs(resources).items():
@@ -141,8 +141,11 @@ def test_every_node_knows_the_users_and_the_acls_hold(
         gate = ClientConfig(
             node.address, username="gate", password_file=cluster.credentials.path("gate")
         )
-        topics = kafka.admin(gate).list_topics(timeout=30).topics
-        assert estate.topic("intents") in topics, f"node {node.node_id}"
+        # a node learns of new topics a moment after the controller
+        try:
+            wait_for_leaders(kafka.admin(gate), [estate.topic("intents")])
+        except TopicError as exc:
+            pytest.fail(f"node {node.node_id} does not show gate the topics: {exc}")
     assert provision.check(estate).ok
 
 
