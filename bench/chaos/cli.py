@@ -27,17 +27,19 @@ read_committed readers and the public verifiers: every intent has exactly one fi
 outcome; nothing must-deny is approved; every approval verifies (gate JWKS, DSSE, subject
 digest = SHA-256 of the exact intent bytes); ClickHouse holds what Kafka holds; the
 notary's log is the set of distinct lineage events; every checkpoint verifies and is a
-prefix of that log. Prints one line of figures and writes <out>/<run>/report.json and
+prefix of that log; the agents' committed state never goes back (write counts rise).
+Prints one line of figures and writes <out>/<run>/report.json and
 faults.json (the plan, and what was done when). Exit status 0 when every invariant holds
 (the goals -- recovery <= 3 s, no good intent denied -- are reported, not enforced).
 """
 
 FIGURES = """\
 the line: lost, duplicated, wrongly_approved, good_denied, sink_mismatch, notary_excess,
-notary_missing, approvals_unverified, checkpoints_inconsistent, log_broken (counts; see
-bench/chaos/check.py), worker_recovery p50/max (kill -> every partition decides again),
-notary_recovery p50/max (restart -> /healthz answers 200), unplanned_exits (processes
-that ended by themselves; the suite starts them again, as a supervisor would).
+notary_missing, approvals_unverified, checkpoints_inconsistent, log_broken,
+state_untrusted (counts; see bench/chaos/check.py), worker_recovery p50/max (kill ->
+every partition decides again), notary_recovery p50/max (restart -> /healthz answers
+200), unplanned_exits (processes that ended by themselves; the suite starts them again,
+as a supervisor would).
 """
 
 
