@@ -55,7 +55,7 @@ def parser() -> argparse.ArgumentParser:
         action="store_true",
         help="the small run (~2 min): 800 intents at 20/s, 2 workers, 1 broker, 2 worker "
         "kills, 1 worker stop, 1 sink kill, 1 notary kill; default: the full run (50,000 "
-        "intents at 100/s, 3 workers, 3 brokers, 20 worker kills, 3 broker kills, ...)",
+        "intents at 40/s, 3 workers, 3 brokers, 20 worker kills, 3 broker kills, ...)",
     )
     p.add_argument("--self-test", action="store_true", help="feed the checker corrupted data")
     p.add_argument("--intents", type=int, help="records to publish")
