@@ -571,8 +571,19 @@ class RetryBatch(Exception):  # noqa: N818 - a signal to the loop, not an error
 Hook = Callable[[list[Message]], None]
 
 TRANSACTION_CALL_S = 30.0
-"""How long adding the offsets to a transaction, or committing it, may take (a timeout
-aborts the transaction and reads the batch again)."""
+"""How long committing a transaction may take (a timeout aborts the transaction and
+reads the batch again)."""
+
+OFFSETS_CALL_S = 10.0
+"""How long adding the consumed offsets to a transaction may take. Shorter: librdkafka
+may not keep this call's timeout when the group's coordinator died
+(confluentinc/librdkafka#5456), and then the watchdog ends the process this much (and
+:data:`CALL_MARGIN_S`) after the call began; a timeout that is kept only means the batch
+is read again."""
+
+CALL_MARGIN_S = 5.0
+"""How long past its timeout a transaction call may run before the watchdog ends the
+process."""
 
 LOOP_STALL_S = 180.0
 """A transactional loop that has not begun a cycle for this long ends its process."""
@@ -716,11 +727,13 @@ class TransactionalLoop:
                     for tp in self.consumer.position(self.consumer.assignment())
                     if tp.offset >= 0
                 ]
-                self.producer.send_offsets_to_transaction(
-                    offsets, self.consumer.consumer_group_metadata(), TRANSACTION_CALL_S
-                )
+                with self._bounded("send_offsets_to_transaction", OFFSETS_CALL_S):
+                    self.producer.send_offsets_to_transaction(
+                        offsets, self.consumer.consumer_group_metadata(), OFFSETS_CALL_S
+                    )
             # bounded: while brokers fail over, an unbounded call may never return
-            self.producer.commit_transaction(TRANSACTION_CALL_S)
+            with self._bounded("commit_transaction", TRANSACTION_CALL_S):
+                self.producer.commit_transaction(TRANSACTION_CALL_S)
         except KafkaException as exc:
             # a refused record (its report), the transactional id, or the offsets' group
             names = {**_describe(self.producer), "group": _describe(self.consumer)["group"]}
@@ -743,6 +756,12 @@ class TransactionalLoop:
         if self.on_commit is not None:
             self.on_commit(batch)
         return True
+
+    def _bounded(self, call: str, timeout_s: float) -> contextlib.AbstractContextManager[None]:
+        """A call given ``timeout_s``: past it and a margin, the watchdog ends the process."""
+        if self.watchdog is None:
+            return contextlib.nullcontext()
+        return self.watchdog.bounded(call, timeout_s + CALL_MARGIN_S)
 
     def rewind(self) -> None:
         rewind_to_committed(self.consumer)

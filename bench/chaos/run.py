@@ -454,10 +454,22 @@ def _recovery(
         return phases_p50([phases_before(t, "standby") for t in timelines])
 
     def takeovers(members: Sequence[Service]) -> dict[str, Any]:
-        taken = [start.startup for m in members for start in m.starts if start.took_over_ns]
+        taken = [(m, start) for m in members for start in m.starts if start.took_over_ns]
+        after = [phases_after(start.startup, "standby") for _, start in taken]
         return {
             "takeovers": len(taken),
-            "takeover_phases_p50": phases_p50([phases_after(t, "standby") for t in taken]),
+            "takeover_phases_p50": phases_p50(after),
+            # each one, to find a slow takeover's phase (seconds since the run began)
+            "each_takeover": [
+                {
+                    "service": m.name,
+                    "seen_deciding_at_s": round(
+                        ((start.took_over_ns or 0) - faults.started_ns) / 1e9, 2
+                    ),
+                    "phases": (phases or {}).get("phases"),
+                }
+                for (m, start), phases in zip(taken, after, strict=True)
+            ],
         }
 
     return {

@@ -12,6 +12,7 @@ from processors.exceptions import TrustplaneError
 from streams import kafka
 from streams.kafka import Record, RetryBatch, TransactionalLoop, UpToDeadline, explain_denied
 from streams.sdk.config import ClientConfig, Secret
+from streams.watchdog import StallWatchdog
 
 
 class LoopError(TrustplaneError):
@@ -377,3 +378,31 @@ def test_an_assignment_still_queued_runs_before_the_consumer_closes() -> None:
     kafka.close_consumer(consumer)
     assert consumer.calls.index("revoked") > consumer.calls.index("assigned")
     assert consumer.calls[-1] == "close with 0 assigned"
+
+
+def test_an_offsets_call_that_outlives_its_timeout_ends_the_loop_soon_after() -> None:
+    """librdkafka may never return from send_offsets_to_transaction when the group's
+    coordinator died (confluentinc/librdkafka#5456): the watchdog ends the process a
+    margin after the call's timeout, not at the loop's 180 s limit."""
+    now = [1000.0]
+    stalls: list[str] = []
+    loop, _, producer = make_loop()
+    loop.watchdog = StallWatchdog(
+        "test", 180.0, lambda n, s: stalls.append(n), clock=lambda: now[0]
+    )
+    checks: list[bool] = []
+
+    def hang(offsets: list[TopicPartition], metadata: object, timeout: float = -1) -> None:
+        assert timeout == kafka.OFFSETS_CALL_S
+        for _ in range(60):  # the watchdog's thread checks once a second meanwhile
+            previous = now[0]
+            now[0] += 1.0
+            checks.append(loop.watchdog.check(previous))  # type: ignore[union-attr]
+            if checks[-1]:
+                break
+        producer.offsets = [tp.offset for tp in offsets]  # (a real process has ended here)
+
+    producer.send_offsets_to_transaction = hang  # type: ignore[method-assign]
+    loop.run_once()
+    assert len(checks) == kafka.OFFSETS_CALL_S + kafka.CALL_MARGIN_S + 1 and checks[-1]
+    assert stalls == ["test"]

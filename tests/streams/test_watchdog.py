@@ -82,3 +82,35 @@ def test_a_stalled_loop_ends_its_process_with_the_threads_stacks() -> None:
     assert done.returncode == EXIT_STALLED
     assert "the worker loop has not cycled" in done.stderr
     assert "Thread" in done.stderr and "File" in done.stderr  # faulthandler's stacks
+
+
+def test_a_call_past_its_bound_is_a_stall_long_before_the_loop_limit() -> None:
+    clock, stalls = Clock(), []
+    dog = StallWatchdog("notary", 180.0, lambda n, s: stalls.append((n, s)), clock=clock)
+    dog.beat()
+    with dog.bounded("send_offsets_to_transaction", 15.0):
+        results = []
+        for _ in range(16):
+            previous = clock.now
+            clock.now += 1.0
+            results.append(dog.check(previous))
+    assert results == [False] * 15 + [True]
+    assert stalls == [("notary", 16.0)]
+
+
+def test_a_bound_ends_with_its_call_and_a_stopped_process_restarts_it() -> None:
+    clock, stalls = Clock(), []
+    dog = StallWatchdog("worker", 180.0, lambda n, s: stalls.append((n, s)), clock=clock)
+    with dog.bounded("commit_transaction", 10.0):
+        previous = clock.now
+        clock.now += 600.0  # SIGSTOP in the middle of the call
+        assert not dog.check(previous)
+        for _ in range(9):
+            previous = clock.now
+            clock.now += 1.0
+            assert not dog.check(previous)
+    for _ in range(60):  # the call returned: only the loop's own limit counts again
+        previous = clock.now
+        clock.now += 1.0
+        assert not dog.check(previous)
+    assert stalls == []
