@@ -369,9 +369,14 @@ def close_consumer(consumer: GroupMember) -> None:
 
 
 def close_loop(consumer: Consumer, producer: Producer) -> None:
-    """Leave the group (if still in it) and deliver what is queued."""
+    """Leave the group (if still in it) and deliver what is queued. A producer in a fatal
+    state raises on ``flush``: closing says so and goes on, so that the error that ended
+    the loop is the one the process reports."""
     close_consumer(consumer)
-    producer.flush(5)
+    try:
+        producer.flush(5)
+    except KafkaException as exc:
+        log.warning("closing: the producer could not deliver what was queued: %s", exc)
 
 
 def rewind_to_committed(consumer: Consumer) -> None:

@@ -406,3 +406,24 @@ def test_an_offsets_call_that_outlives_its_timeout_ends_the_loop_soon_after() ->
     loop.run_once()
     assert len(checks) == kafka.OFFSETS_CALL_S + kafka.CALL_MARGIN_S + 1 and checks[-1]
     assert stalls == ["test"]
+
+
+def test_closing_a_loop_whose_producer_failed_fatally_raises_nothing(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A fatal transaction error ends the loop with its own error; closing afterwards must
+    not replace it with the producer's (a chaos run's sink died on INVALID_TXN_STATE from
+    ``flush`` in ``close``, its real error lost)."""
+
+    class FatalProducer:
+        def flush(self, timeout: float) -> int:
+            fatal = KafkaError(KafkaError.INVALID_TXN_STATE, "invalid state", fatal=True)
+            raise KafkaException(fatal)
+
+    class ClosedConsumer:
+        def unsubscribe(self) -> None:
+            raise RuntimeError("Consumer closed")
+
+    kafka.close_loop(ClosedConsumer(), FatalProducer())  # type: ignore[arg-type]
+    assert "could not deliver what was queued" in caplog.text
+    assert "INVALID_TXN_STATE" in caplog.text or "invalid state" in caplog.text
