@@ -65,7 +65,6 @@ from bench.chaos.model import (
     Observed,
     OutcomeRecord,
     Planned,
-    StateWrite,
 )
 from processors.approval import verify_approval
 from processors.crypto.keys import Keyset
@@ -490,21 +489,20 @@ def _check_state(observed: Observed, result: Result) -> None:
     if observed.state_writes is None:
         finding.add("the agents' state changelog was not read")
         return
-    last: dict[tuple[int, str], StateWrite] = {}
+    # (partition, agent) -> (write count, offset) of its last record that counted
+    last: dict[tuple[int, str], tuple[int, int]] = {}
     for write in sorted(observed.state_writes, key=lambda w: (w.partition, w.offset)):
         where = f"gate-state/{write.partition}@{write.offset} ({write.agent_id})"
         if write.writes is None:
             finding.add(f"{where}: {write.problem}")
             continue
         previous = last.get((write.partition, write.agent_id))
-        if previous is not None and previous.writes is not None:
-            if write.writes <= previous.writes:
-                finding.add(
-                    f"{where}: write {write.writes} after write {previous.writes} "
-                    f"at offset {previous.offset}"
-                )
-                continue
-        last[(write.partition, write.agent_id)] = write
+        if previous is not None and write.writes <= previous[0]:
+            finding.add(
+                f"{where}: write {write.writes} after write {previous[0]} at offset {previous[1]}"
+            )
+            continue
+        last[(write.partition, write.agent_id)] = (write.writes, write.offset)
     result.details["state"] = {
         "records": len(observed.state_writes),
         "agents": len(last),

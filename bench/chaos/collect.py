@@ -30,7 +30,7 @@ from streams import kafka
 from streams.codec import DecodeError, default_codec
 from streams.config import Settings
 from streams.gate.seal import StateSeal
-from streams.gate.state import STATE_TOPIC
+from streams.gate.state import STATE_TOPIC, read_state_body
 from streams.sink import SinkQueryClient
 from streams.sink.sql_server import sql_token_file
 from streams.topics import MAX_MESSAGE_BYTES
@@ -231,11 +231,10 @@ def read_state_writes(settings: Settings) -> list[StateWrite]:
             problem = "a tombstone"
         else:
             try:
-                document = json.loads(seal.open(partition, agent_id, value))
-                count = int(document["n"])
+                count, _ = read_state_body(seal.open(partition, agent_id, value))
             except TrustplaneError as exc:
                 problem = exc.reason
-            except (KeyError, TypeError, ValueError) as exc:
+            except ValueError as exc:  # JSON and UTF-8 errors included
                 problem = f"unreadable body ({type(exc).__name__}: {exc})"
         writes.append(StateWrite(partition, offset, agent_id, count, problem))
     return writes

@@ -94,6 +94,7 @@ __all__ = [
     "STATE_TOPIC",
     "create_state_key",
     "load_state_key",
+    "read_state_body",
     "state_key_path",
 ]
 
@@ -384,14 +385,7 @@ class AgentStates:
     def _decode(self, partition: int, agent_id: str, value: bytes) -> dict[str, Any]:
         body = self.seal.open(partition, agent_id, value)
         try:
-            document = json.loads(body)
-            if not isinstance(document, dict) or set(document) != {"layers", "n"}:
-                raise ValueError("expected a JSON object with layers and n")
-            writes, layers = document["n"], document["layers"]
-            if type(writes) is not int or writes < 0:
-                raise ValueError(f"n is {writes!r}, not a write count")
-            if not isinstance(layers, dict):
-                raise ValueError("layers is not an object")
+            writes, layers = read_state_body(body)
             state = {
                 key: self.layers[key].load_state(data)
                 for key, data in layers.items()
@@ -405,6 +399,20 @@ class AgentStates:
             ) from exc
         state[_WRITES] = writes
         return state
+
+
+def read_state_body(body: bytes) -> tuple[int, dict[str, Any]]:
+    """The write count and the layers' data of an opened state record's body; ValueError
+    when it is not ``{"n": <count>, "layers": {...}}``."""
+    document = json.loads(body)
+    if not isinstance(document, dict) or set(document) != {"layers", "n"}:
+        raise ValueError("expected a JSON object with layers and n")
+    writes, layers = document["n"], document["layers"]
+    if type(writes) is not int or writes < 0:
+        raise ValueError(f"n is {writes!r}, not a write count")
+    if not isinstance(layers, dict):
+        raise ValueError("layers is not an object")
+    return writes, layers
 
 
 class KafkaAgentStates(AgentStates):
@@ -499,7 +507,7 @@ class KafkaAgentStates(AgentStates):
                 start = max(low, starts.get(partition, low))
                 if high > start:
                     ends[partition] = (start, high)
-            return self._read_to_ends(ends, deadline, timeout)
+            return self._read_to_ends(ends, timeout)
         finally:
             self.end_restore()
             self._consumer.unassign()
@@ -549,16 +557,15 @@ class KafkaAgentStates(AgentStates):
         positions = self._consumer.position([TopicPartition(self.topic, p) for p in partitions])
         return {tp.partition: tp.offset for tp in positions if tp.offset >= 0}
 
-    def _read_to_ends(
-        self, ends: dict[int, tuple[int, int]], deadline: float, timeout: float
-    ) -> int:
-        """Apply every record of the partitions in ``ends`` (partition -> (low, high))."""
+    def _read_to_ends(self, ends: dict[int, tuple[int, int]], timeout: float) -> int:
+        """Apply every record of the partitions in ``ends`` (partition -> (low, high));
+        fail after ``timeout`` seconds without a record (a long changelog on a busy
+        machine takes long: only reading nothing is a failure)."""
         if not ends:
             return 0
         self._consumer.assign([TopicPartition(self.topic, p, low) for p, (low, _) in ends.items()])
         pending, count = set(ends), 0
-        # a long changelog on a busy machine takes long: only reading nothing is a failure
-        deadline = max(deadline, time.monotonic() + timeout)
+        deadline = time.monotonic() + timeout
         while pending:
             if time.monotonic() > deadline:
                 raise StateError(
@@ -566,8 +573,6 @@ class KafkaAgentStates(AgentStates):
                     f"for {timeout} s ({count} read; ends {[ends[p][1] for p in sorted(pending)]})"
                 )
             message = self._consumer.poll(0.1)
-            if message is not None:
-                deadline = time.monotonic() + timeout
             if message is None:
                 # the end may be a commit marker, never delivered: the position passes it
                 positions = self._consumer.position(
@@ -575,6 +580,7 @@ class KafkaAgentStates(AgentStates):
                 )
                 pending -= {tp.partition for tp in positions if tp.offset >= ends[tp.partition][1]}
                 continue
+            deadline = time.monotonic() + timeout
             partition = message.partition() or 0
             error = message.error()
             if error is not None:
